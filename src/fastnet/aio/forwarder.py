@@ -1,0 +1,242 @@
+"""Drive a ``Stack`` (link + TCP engine) from an asyncio event loop.
+
+Python runs once per event-loop wake-up (the link is readable, a host socket is ready, a timer
+is due) and once per flow event (a guest SYN needs a host connect, a flow closed). Frames and
+segments never reach Python: ``Stack.poll_link`` handles a whole batch in C.
+
+The forwarder asks a policy where a guest connection should go; the policy lives in the
+services layer (NAT rules, proxy redirection) and is handed in, so this module stays below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from fastnet._io import Stack
+from fastnet._tcp import Refusal, TcpEvent
+
+log = logging.getLogger("fastnet.forwarder")
+
+# How a failed host connect is shown to the guest (RFC 1122 §4.2.3.9: ICMP unreachable for
+# network/host errors, RST for a refused port).
+CONNECT_ERRORS = {
+    errno.ECONNREFUSED: Refusal.RST,
+    errno.ENETUNREACH: Refusal.NET_UNREACHABLE,
+    errno.EHOSTUNREACH: Refusal.HOST_UNREACHABLE,
+    errno.EACCES: Refusal.ADMIN_PROHIBITED,
+    errno.EPERM: Refusal.ADMIN_PROHIBITED,
+    errno.EADDRNOTAVAIL: Refusal.HOST_UNREACHABLE,
+}
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a host connection to (host, port), optionally from a local address."""
+
+    host: str
+    port: int
+    bind: str | None = None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    how: Refusal = Refusal.RST
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Give the flow to a Python handler: it gets the engine's end of a socketpair."""
+
+    handler: Callable[[socket.socket, tuple], None]
+
+
+class TcpPolicy(Protocol):
+    def tcp_target(self, guest_ip: ipaddress.IPv4Address, guest_port: int,
+                   dst_ip: ipaddress.IPv4Address, dst_port: int) -> Connect | Refuse | Handoff: ...
+
+
+def now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+class Forwarder:
+    """Registers the link and the engine's host-socket epoll with the loop and keeps timers."""
+
+    def __init__(self, stack: Stack, policy: TcpPolicy, *, loop: asyncio.AbstractEventLoop | None = None,
+                 max_pending_per_destination: int = 256,
+                 on_slow_frames: Callable[[list[bytes]], None] | None = None,
+                 on_closed: Callable[[], None] | None = None):
+        self.stack = stack
+        self.engine = stack.engine
+        self.link = stack.link
+        self.policy = policy
+        self.loop = loop or asyncio.get_event_loop()
+        self.max_pending = max_pending_per_destination
+        self.on_slow_frames = on_slow_frames
+        self.on_closed = on_closed
+        self._pending: dict[tuple, int] = {}     # destination -> connects in progress
+        self._flow_dst: dict[int, tuple] = {}    # connecting flow -> destination
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
+        self._writer = False
+        self.closed = False
+        self.flow_events = {"new": 0, "established": 0, "closed": 0, "refused": 0, "deferred": 0}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.loop.add_reader(self.link.fileno(), self._on_link)
+        self.loop.add_reader(self.engine.fileno(), self._on_host)
+        self._after(now_us())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.link.fileno())
+        self.loop.remove_reader(self.engine.fileno())
+        if self._writer:
+            self.loop.remove_writer(self.link.fileno())
+        if self._timer:
+            self._timer.cancel()
+        if self.on_closed:
+            self.on_closed()
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def _on_link(self) -> None:
+        now = now_us()
+        try:
+            self.stack.poll_link(now)
+        except EOFError:
+            log.info("link closed by its peer")
+            self.close()
+            return
+        except OSError as e:
+            log.error("link failed: %s", e)
+            self.close()
+            return
+        self._after(now)
+
+    def _on_host(self) -> None:
+        now = now_us()
+        self.stack.poll_host(now)
+        self._after(now)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = 0
+        self._after(now_us())
+
+    def _on_writable(self) -> None:
+        now = now_us()
+        try:
+            self.stack.link_ready(now)
+        except OSError as e:
+            log.error("link failed: %s", e)
+            self.close()
+            return
+        self._after(now)
+
+    def _after(self, now: int) -> None:
+        """Per wake-up: flow events, slow-path frames, timers, link back-pressure."""
+        if self.closed:
+            return
+        events = self.engine.events()
+        if events:
+            for ev, flow, err, tup in events:
+                if ev == TcpEvent.NEW_FLOW:
+                    self._new_flow(flow, tup, now)
+                elif ev == TcpEvent.CLOSED:
+                    self.flow_events["closed"] += 1
+                    self._connect_finished(flow)
+                else:
+                    self.flow_events["established"] += 1
+                    self._connect_finished(flow)
+            self.stack.output(now)
+        if self.on_slow_frames is not None:
+            frames = self.stack.slow_frames()
+            if frames:
+                self.on_slow_frames(frames)
+        deadline = self.stack.timers(now)
+        self._arm(deadline)
+        blocked = self.link.blocked
+        if blocked and not self._writer:
+            self.loop.add_writer(self.link.fileno(), self._on_writable)
+            self._writer = True
+        elif not blocked and self._writer:
+            self.loop.remove_writer(self.link.fileno())
+            self._writer = False
+
+    def _arm(self, deadline: int) -> None:
+        if not deadline:
+            return
+        if self._timer is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        # The loop's clock is time.monotonic(), the same clock as now_us().
+        self._timer = self.loop.call_at(deadline / 1e6, self._on_timer)
+
+    # -- flow events ---------------------------------------------------------------------------
+
+    def _connect_finished(self, flow: int) -> None:
+        dst = self._flow_dst.pop(flow, None)
+        if dst is not None:
+            left = self._pending.get(dst, 1) - 1
+            if left:
+                self._pending[dst] = left
+            else:
+                self._pending.pop(dst, None)
+
+    def _new_flow(self, flow: int, tup, now: int) -> None:
+        self.flow_events["new"] += 1
+        gip, gport, dip, dport = tup
+        try:
+            decision = self.policy.tcp_target(gip, gport, dip, dport)
+        except Exception:  # a policy bug must not take the forwarder down
+            log.exception("TCP policy failed for %s:%d -> %s:%d", gip, gport, dip, dport)
+            decision = Refuse(Refusal.RST)
+        if isinstance(decision, Refuse):
+            self.flow_events["refused"] += 1
+            self.engine.refuse(flow, int(decision.how), now)
+            return
+        if isinstance(decision, Handoff):
+            ours, theirs = socket.socketpair()
+            theirs.setblocking(False)
+            self.engine.attach(flow, ours, now)
+            decision.handler(theirs, tup)
+            return
+        dst = (decision.host, decision.port)
+        if self._pending.get(dst, 0) >= self.max_pending:
+            # Too many connects to one destination under way: say nothing now, the guest
+            # retransmits its SYN; other destinations are not affected.
+            self.flow_events["deferred"] += 1
+            self.engine.refuse(flow, int(Refusal.DROP), now)
+            return
+        family = socket.AF_INET6 if ":" in decision.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if decision.bind:
+                sock.bind((decision.bind, 0))
+            err = sock.connect_ex(dst)
+        except OSError as e:
+            err = e.errno or errno.EINVAL
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.flow_events["refused"] += 1
+            self.engine.refuse(flow, int(CONNECT_ERRORS.get(err, Refusal.RST)), now)
+            return
+        self._pending[dst] = self._pending.get(dst, 0) + 1
+        self._flow_dst[flow] = dst
+        self.engine.attach(flow, sock, now)

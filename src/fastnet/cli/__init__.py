@@ -1,0 +1,48 @@
+"""The ``fastnet`` command: argparse subcommands, each in its own module.
+
+Every subcommand module defines ``add_parser(subparsers)`` and a ``run(args) -> int``. Errors
+in the command line print one line and exit with status 2 (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fastnet import __version__
+from fastnet.cli import inspect as _inspect
+
+SUBCOMMANDS = [_inspect]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in exactly one line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fastnet", description="User-space network stack for VMs and containers.")
+    p.add_argument("--version", action="version", version=f"fastnet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for mod in SUBCOMMANDS:
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (OSError, ValueError) as e:
+        print(f"fastnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
