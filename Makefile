@@ -1,4 +1,5 @@
-# make run   — set everything up (apt packages, a virtualenv, the compiled package) and run fastnet
+# make run   — set everything up (apt packages, a virtualenv, the compiled package) and run the
+#              main job on a built-in default: `fastnet run -- curl http://host.docker.internal:PORT/`
 # make test  — set everything up and run the test suite (the optimised build, then the wire
 #              tests again under the debug build with bounds checks)
 # make bench — micro-benchmarks (pytest-benchmark); see bench/README.md
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: run test test-debug bench deps-run deps-test clean
 
 run: deps-run $(VENV)/.installed
-	$(VENV)/bin/fastnet inspect
+	sh scripts/demo.sh $(VENV)
 
 test: deps-test $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

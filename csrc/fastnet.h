@@ -15,6 +15,8 @@
 #include "fn_memhost.h"
 #include "fn_fault.h"
 #include "fn_link.h"
+#include "fn_frag.h"
+#include "fn_dgram.h"
 #include "fn_stack.h"
 
 #endif

@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define FN_ASM_MAX 16
+#define FN_ASM_MAX 64
 #define FN_ETOOMANYHOLES (-30)
 
 struct fn_asm_range {

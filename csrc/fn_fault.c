@@ -90,13 +90,14 @@ void fn_fault_tick(struct fn_fault *f) {
 uint32_t fn_fault_release(struct fn_fault *f, uint64_t now, uint8_t *out, uint32_t cap, uint8_t *meta) {
     for (uint32_t i = 0; i < f->nheld; i++) {
         struct fn_fault_held *h = &f->held[i];
-        /* Reordered frames go once enough later frames passed; delayed ones when due. */
-        int due = (h->after == 0 && f->cfg.delay_us == 0) || h->when <= now;
-        if (h->after == 0 && f->cfg.delay_us && h->when > now)
-            due = 0;
+        /* Reordered frames go once enough later frames passed (or their hold time ran out);
+         * delayed frames go when due. */
+        int due = f->cfg.delay_us ? h->when <= now : (h->after == 0 || h->when <= now);
         if (!due)
             continue;
-        uint32_t len = h->len < cap ? h->len : cap;
+        if (h->len > cap)
+            return 0;
+        uint32_t len = h->len;
         memcpy(out, h->data, len);
         *meta = h->meta;
         free(h->data);

@@ -44,8 +44,8 @@ void fn_fault_free(struct fn_fault *f);
 int fn_fault_apply(struct fn_fault *f, uint8_t *p, uint32_t len, uint8_t meta, uint64_t now);
 /* Count one delivered frame towards reorder release; call after each frame passes. */
 void fn_fault_tick(struct fn_fault *f);
-/* The next held frame due at `now` (copied into out, up to cap bytes): its length, or 0 when none
- * is due. *meta gets its flags. */
+/* The next held frame due at `now`, copied into out when it fits in cap bytes: its length, or 0
+ * when none is due or it does not fit (it stays held). *meta gets its flags. */
 uint32_t fn_fault_release(struct fn_fault *f, uint64_t now, uint8_t *out, uint32_t cap, uint8_t *meta);
 /* Earliest release time of a held frame, or 0. */
 uint64_t fn_fault_deadline(const struct fn_fault *f);

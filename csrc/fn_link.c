@@ -5,12 +5,16 @@
 #include <limits.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/route.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fn_bytes.h"
@@ -43,6 +47,8 @@ int fn_link_init(struct fn_link *l, int kind, int fd, int vnet_or_prefix, uint32
     memset(l, 0, sizeof(*l));
     l->kind = kind;
     l->fd = fd;
+    l->wfd = fd;
+    l->pcap_fd = -1;
     l->max_frame = max_frame;
     l->batch = 512;
     uint32_t headroom = 0;
@@ -71,7 +77,8 @@ int fn_link_init(struct fn_link *l, int kind, int fd, int vnet_or_prefix, uint32
     l->rbuf = malloc(l->rcap);
     l->cap_rx = l->batch * 2 + 64;
     l->rx = malloc(sizeof(*l->rx) * l->cap_rx);
-    l->fcap = 2 * (max_frame + 64);
+    /* Room for the frames the fault injector releases in one batch. */
+    l->fcap = (1u << 20) > 2 * (max_frame + 64) ? (1u << 20) : 2 * (max_frame + 64);
     l->fbuf = malloc(l->fcap);
     if (!l->rbuf || !l->rx || !l->fbuf || fn_txq_init(&l->txq, txq_bytes, txq_frames, headroom) < 0) {
         fn_link_free(l);
@@ -83,12 +90,67 @@ int fn_link_init(struct fn_link *l, int kind, int fd, int vnet_or_prefix, uint32
 }
 
 void fn_link_free(struct fn_link *l) {
+    fn_link_pcap(l, -1, 0);
     free(l->rbuf);
     free(l->rx);
     free(l->fbuf);
+    free(l->pbuf);
+    l->pbuf = NULL;
     fn_txq_free(&l->txq);
     l->rbuf = l->fbuf = NULL;
     l->rx = NULL;
+}
+
+/* ---- pcap recording (classic libpcap format, microseconds, link type Ethernet) ---- */
+
+#define PBUF (1u << 20)
+
+void fn_link_pcap_flush(struct fn_link *l) {
+    uint32_t off = 0;
+    while (l->pcap_fd >= 0 && off < l->plen) {
+        ssize_t n = write(l->pcap_fd, l->pbuf + off, l->plen - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a full disk must not stop the forwarder: records are lost, not frames */
+        off += (uint32_t)n;
+    }
+    l->plen = 0;
+}
+
+int fn_link_pcap(struct fn_link *l, int fd, uint32_t snaplen) {
+    if (l->pcap_fd >= 0) {
+        fn_link_pcap_flush(l);
+        close(l->pcap_fd);
+        l->pcap_fd = -1;
+    }
+    if (fd < 0)
+        return 0;
+    if (!l->pbuf && !(l->pbuf = malloc(PBUF)))
+        return -ENOMEM;
+    l->pcap_snap = snaplen ? snaplen : 262144;
+    uint32_t hdr[6] = {0xa1b2c3d4u, 2u | (4u << 16), 0, 0, l->pcap_snap, 1};
+    memcpy(l->pbuf, hdr, 24); /* magic, version 2.4, zone, sigfigs, snaplen, Ethernet (native order) */
+    l->plen = 24;
+    l->pcap_fd = fd;
+    fn_link_pcap_flush(l);
+    return 0;
+}
+
+static void pcap_record(struct fn_link *l, const uint8_t *p, uint32_t len, uint64_t now) {
+    uint32_t cap = len < l->pcap_snap ? len : l->pcap_snap;
+    if (l->plen + 16 + cap > PBUF)
+        fn_link_pcap_flush(l);
+    if (16 + cap > PBUF)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    (void)now;
+    uint32_t rec[4] = {(uint32_t)ts.tv_sec, (uint32_t)(ts.tv_nsec / 1000), cap, len};
+    memcpy(l->pbuf + l->plen, rec, 16);
+    memcpy(l->pbuf + l->plen + 16, p, cap);
+    l->plen += 16 + cap;
+    l->pcap_frames++;
 }
 
 /* ---- input ---- */
@@ -98,6 +160,8 @@ static void add_rx(struct fn_link *l, uint32_t off, uint32_t len, uint8_t csum_o
         return;
     l->st.rx_frames++;
     l->st.rx_bytes += len;
+    if (l->pcap_fd >= 0)
+        pcap_record(l, l->rbuf + off, len, now);
     if (l->fault_in) {
         int v = fn_fault_apply(l->fault_in, l->rbuf + off, len, csum_ok, now);
         if (v == FN_FAULT_DROP || v == FN_FAULT_HOLD)
@@ -124,7 +188,7 @@ static void add_released(struct fn_link *l, uint64_t now) {
         return;
     l->flen = 0;
     for (;;) {
-        if (l->nrx + 1 > l->cap_rx || l->fcap - l->flen < l->max_frame + 64)
+        if (l->nrx + 1 > l->cap_rx)
             return;
         uint8_t meta = 0;
         uint32_t n = fn_fault_release(l->fault_in, now, l->fbuf + l->flen, l->fcap - l->flen, &meta);
@@ -176,7 +240,8 @@ static int read_stream(struct fn_link *l, uint64_t now) {
         l->rpos = 0;
     }
     while (l->rlen < l->rcap) {
-        ssize_t n = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT);
+        ssize_t n = l->wfd == l->fd ? recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT)
+                                    : read(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen);
         l->st.reads++;
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
@@ -251,6 +316,8 @@ static int read_dgram(struct fn_link *l, uint64_t now) {
 }
 
 int fn_link_read(struct fn_link *l, uint64_t now) {
+    if (l->plen)
+        fn_link_pcap_flush(l); /* one write per batch, not per frame */
     l->nrx = 0;
     int r;
     switch (l->kind) {
@@ -327,7 +394,7 @@ static void write_one(struct fn_link *l, uint8_t *frame, uint32_t len, uint8_t f
     }
     v[cnt].iov_base = frame;
     v[cnt++].iov_len = len;
-    ssize_t n = writev(l->fd, v, cnt);
+    ssize_t n = writev(l->wfd, v, cnt);
     if (n < 0 || (size_t)n < (cnt == 2 ? v[0].iov_len : 0) + len) {
         /* A partial write of a stream would desynchronise it; fault-held frames are only
          * used in tests on TAP links, where a write is all or nothing. */
@@ -343,6 +410,9 @@ static void write_one(struct fn_link *l, uint8_t *frame, uint32_t len, uint8_t f
 #define TXD_DUP 0x80
 
 static void judge(struct fn_link *l, uint64_t now) {
+    if (l->pcap_fd >= 0)
+        for (uint32_t i = l->judged > l->txq.head ? l->judged : l->txq.head; i < l->txq.nd; i++)
+            pcap_record(l, frame_at(l, &l->txq.d[i]), l->txq.d[i].len, now);
     if (!l->fault_out) {
         l->judged = l->txq.nd;
         return;
@@ -382,7 +452,7 @@ static int write_tap(struct fn_link *l) {
             if (l->vnet)
                 fill_vnet(l, d, fr - l->vnet);
             for (int k = (d->flags & TXD_DUP) ? 2 : 1; k > 0; k--) {
-                ssize_t n = write(l->fd, fr - l->vnet, d->len + l->vnet);
+                ssize_t n = write(l->wfd, fr - l->vnet, d->len + l->vnet);
                 l->st.writes++;
                 if (n < 0) {
                     if (errno == EAGAIN) {
@@ -440,7 +510,8 @@ static int write_stream(struct fn_link *l) {
         memset(&m, 0, sizeof(m));
         m.msg_iov = iov;
         m.msg_iovlen = (size_t)cnt;
-        ssize_t n = sendmsg(l->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n = l->wfd == l->fd ? sendmsg(l->wfd, &m, MSG_DONTWAIT | MSG_NOSIGNAL)
+                                    : writev(l->wfd, iov, cnt); /* a pipe (stdio): no sendmsg */
         l->st.writes++;
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
@@ -502,7 +573,7 @@ static int write_dgram(struct fn_link *l) {
             msgs[cnt].msg_hdr.msg_iovlen = 1;
             cnt++;
         }
-        int n = cnt ? sendmmsg(l->fd, msgs, (unsigned)cnt, MSG_DONTWAIT) : 0;
+        int n = cnt ? sendmmsg(l->wfd, msgs, (unsigned)cnt, MSG_DONTWAIT) : 0;
         l->st.writes++;
         if (n < 0) {
             if (errno == EAGAIN || errno == ENOBUFS || errno == EINTR) {
@@ -554,6 +625,8 @@ int fn_link_write(struct fn_link *l, uint64_t now) {
     }
     if (fn_txq_pending(&l->txq) == 0)
         l->judged = 0;
+    if (l->plen)
+        fn_link_pcap_flush(l);
     return r;
 }
 
@@ -635,4 +708,86 @@ out:
         return -err;
     }
     return fd;
+}
+
+/* ---- interface configuration ---- */
+
+static void sin_set(struct sockaddr *sa, const uint8_t ip[4]) {
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    memcpy(&sin.sin_addr, ip, 4);
+    memcpy(sa, &sin, sizeof(sin));
+}
+
+static int if_up(int s, const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return -errno;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    return ioctl(s, SIOCSIFFLAGS, &ifr) < 0 ? -errno : 0;
+}
+
+int fn_if_configure(const char *name, uint32_t mtu, const uint8_t ip[4], int prefix, const uint8_t gw[4],
+                    const uint8_t mac[6]) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = 0;
+    if (s < 0)
+        return -errno;
+    struct ifreq ifr;
+    if ((rc = if_up(s, "lo")) < 0)
+        goto out;
+    if (mac) {
+        memset(&ifr, 0, sizeof(ifr));
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+        ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+        memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+        if (ioctl(s, SIOCSIFHWADDR, &ifr) < 0) {
+            rc = -errno;
+            goto out;
+        }
+    }
+    if (mtu) {
+        memset(&ifr, 0, sizeof(ifr));
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+        ifr.ifr_mtu = (int)mtu;
+        if (ioctl(s, SIOCSIFMTU, &ifr) < 0) {
+            rc = -errno;
+            goto out;
+        }
+    }
+    if (ip) {
+        memset(&ifr, 0, sizeof(ifr));
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+        sin_set(&ifr.ifr_addr, ip);
+        if (ioctl(s, SIOCSIFADDR, &ifr) < 0) {
+            rc = -errno;
+            goto out;
+        }
+        uint32_t m = prefix <= 0 ? 0 : prefix >= 32 ? 0xffffffffu : ~((1u << (32 - prefix)) - 1);
+        uint8_t mask[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8), (uint8_t)m};
+        sin_set(&ifr.ifr_netmask, mask);
+        if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0) {
+            rc = -errno;
+            goto out;
+        }
+    }
+    if ((rc = if_up(s, name)) < 0)
+        goto out;
+    if (gw) {
+        struct rtentry rt;
+        static const uint8_t zero[4] = {0, 0, 0, 0};
+        memset(&rt, 0, sizeof(rt));
+        sin_set(&rt.rt_dst, zero);
+        sin_set(&rt.rt_genmask, zero);
+        sin_set(&rt.rt_gateway, gw);
+        rt.rt_flags = RTF_UP | RTF_GATEWAY;
+        rt.rt_dev = (char *)name;
+        if (ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST)
+            rc = -errno;
+    }
+out:
+    close(s);
+    return rc;
 }

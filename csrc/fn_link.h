@@ -37,6 +37,7 @@ struct fn_link_stats {
 struct fn_link {
     int kind;
     int fd;
+    int wfd;                  /* where frames are written: fd, except for stdio (stdout) */
     uint32_t vnet;            /* TAP: virtio_net_hdr bytes (0, 10 or 12) */
     uint32_t prefix;          /* STREAM: 2 or 4 */
     int prefix_be;
@@ -55,6 +56,10 @@ struct fn_link {
     struct fn_fault *fault_in, *fault_out;
     uint8_t *fbuf;            /* frames released by the input fault injector this batch */
     uint32_t fcap, flen;
+    int pcap_fd;              /* every frame in and out is recorded here (-1: off) */
+    uint8_t *pbuf;
+    uint32_t plen, pcap_snap;
+    uint64_t pcap_frames;
     struct fn_link_stats st;
 };
 
@@ -76,6 +81,10 @@ int fn_link_read(struct fn_link *l, uint64_t now);
 int fn_link_write(struct fn_link *l, uint64_t now);
 /* The txq flush callback links install (used when the queue fills mid-batch). */
 int fn_link_txq_flush(void *ctx, struct fn_txq *q);
+/* Record every frame (both directions) to a pcap file on fd (the global header is written
+ * here); snaplen 0 = whole frames. fd -1 stops recording (buffered records are flushed). */
+int fn_link_pcap(struct fn_link *l, int fd, uint32_t snaplen);
+void fn_link_pcap_flush(struct fn_link *l);
 /* Next time a fault-held frame is due (0 = none). */
 uint64_t fn_link_deadline(const struct fn_link *l);
 
@@ -84,5 +93,11 @@ uint64_t fn_link_deadline(const struct fn_link *l);
  * TSO/checksum offload towards us (TUNSETOFFLOAD). Non-blocking. Returns the fd or -errno;
  * the interface name is written to name_out (IFNAMSIZ bytes). */
 int fn_tap_open(const char *name, const char *netns_path, int vnet_hdr, int offload, char *name_out);
+
+/* In the current network namespace: set the interface's MTU, IPv4 address/prefix and MAC (NULL:
+ * keep), bring it and lo up, and add a default route via gw (0 = none). Returns 0 or -errno.
+ * (netdevice(7) ioctls, so a fresh namespace needs no iproute2.) */
+int fn_if_configure(const char *name, uint32_t mtu, const uint8_t ip[4], int prefix, const uint8_t gw[4],
+                    const uint8_t mac[6]);
 
 #endif

@@ -20,9 +20,21 @@
 #define DEFAULT_MSS 536 /* RFC 9293 §3.7.1: no MSS option means 536 */
 #define HDR_V4 (FN_ETH_HLEN + FN_IPV4_HLEN)
 #define DUPTHRESH 3     /* RFC 5681 §3.2 */
+#define PAWS_WINDOW 100 /* timestamp ticks (ms) of tolerance in PAWS */
 
 /* ------------------------------------------------------------------------------------------ */
 /* identities, events, names */
+
+/* Scoreboards are allocated on first use (idle flows carry two NULL pointers). */
+static const struct fn_assembler ASM_EMPTY;
+static inline const struct fn_assembler *asm_ro(const struct fn_assembler *a) { return a ? a : &ASM_EMPTY; }
+static inline int asm_n(const struct fn_assembler *a) { return a ? a->n : 0; }
+
+static struct fn_assembler *asm_get(struct fn_assembler **a) {
+    if (!*a && (*a = malloc(sizeof(**a))) != NULL)
+        fn_asm_init(*a);
+    return *a;
+}
 
 static inline uint64_t flow_id(const struct fn_tcp *t, uint32_t idx) {
     return ((uint64_t)t->tcb[idx].gen << 32) | idx;
@@ -115,15 +127,23 @@ void fn_tcp_config_default(struct fn_tcp_config *c) {
     c->max_flows = 65536;
     c->connect_timeout = 30000000;
     c->syn_timeout = 20000000;
-    c->time_wait = 2000000;
+    /* TIME-WAIT must outlast the guest's retransmission backoff, or its late retransmissions
+     * meet no flow and get an RST (RFC 1337's hazard); the host socket is closed on entry, so
+     * a waiting flow costs only its TCB. */
+    c->time_wait = 15000000;
     c->fin_timeout = 60000000;
     c->idle_timeout = 7200000000ull;
-    c->rto_min = 200000;
+    /* The guest link is local memory, not an Internet path: round trips are tens of µs to a
+     * few ms (a busy vCPU). Linux's 200 ms floor would turn each lost retransmission into a
+     * long stall, so the floor is 50 ms, and a spurious timeout is undone (Eifel, RFC 3522).
+     * The initial RTO is 250 ms rather than RFC 6298's 1 s for the same reason. */
+    c->rto_min = 50000;
     c->rto_max = 60000000;
-    c->rto_initial = 1000000;
+    c->rto_initial = 250000;
     c->max_retries = 15;
     c->init_cwnd = 10;
     c->send_burst = 1u << 20;
+    c->tail_loss_probe = 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -169,6 +189,8 @@ void fn_tcp_free(struct fn_tcp *t) {
             if (c->state != FN_TCP_CLOSED && c->fd >= 0)
                 t->ops.close(t->ops.ctx, c->fd, 1);
             free(c->ring);
+            free(c->oo);
+            free(c->sacked);
         }
     }
     free(t->tcb);
@@ -232,6 +254,8 @@ static void timer_arm(struct fn_tcp *t, struct fn_tcb *c) {
     uint64_t d = c->t_rexmit;
     if (c->t_state && (!d || c->t_state < d))
         d = c->t_state;
+    if (c->t_reo && (!d || c->t_reo < d))
+        d = c->t_reo;
     if (d && (!c->t_heap || d < c->t_heap)) {
         c->t_heap = d;
         heap_push(t, d, idx_of(t, c));
@@ -254,6 +278,9 @@ static void touch(struct fn_tcp *t, struct fn_tcb *c) {
 static void tcb_reinit(struct fn_tcp *t, struct fn_tcb *c, const struct fn_flowkey *k) {
     uint32_t gen = c->gen + 1, keep = c->flags & (FN_TCBF_TOUCHED | FN_TCBF_BLOCKED);
     uint32_t nt = c->next_touched, nb = c->next_blocked;
+    free(c->ring); /* a TIME-WAIT TCB taken over may still hold these */
+    free(c->oo);
+    free(c->sacked);
     memset(c, 0, sizeof(*c));
     c->gen = gen ? gen : 1;
     c->flags = keep;
@@ -263,9 +290,8 @@ static void tcb_reinit(struct fn_tcp *t, struct fn_tcb *c, const struct fn_flowk
     c->fd = -1;
     c->peek_off = FN_PEEK_UNKNOWN; /* SO_PEEK_OFF starts disabled (-1): set it before use */
     c->pend_head = c->pend_tail = NONE;
-    fn_asm_init(&c->oo);
-    fn_asm_init(&c->sacked);
     c->rto = (uint32_t)t->cfg.rto_initial;
+    c->dupthresh = DUPTHRESH;
 }
 
 static uint8_t our_wscale(const struct fn_tcp *t) {
@@ -301,12 +327,30 @@ static struct fn_tcb *flow_alloc(struct fn_tcp *t, const struct fn_flowkey *k) {
     return c;
 }
 
+/* Drop what the guest acknowledged from the host socket (our FIN is no host byte). The
+ * socket must be left with no acknowledged byte unread before a clean close(): Linux answers
+ * close() with unread data by an RST to the host peer (RFC 2525 §2.17), which discards
+ * whatever that peer had not read yet. */
+static int consume_acked(struct fn_tcp *t, struct fn_tcb *c) {
+    uint32_t end = (c->flags & FN_TCBF_FIN_SENT) && fn_seq_gt(c->snd_una, c->host_fin_seq) ? c->host_fin_seq
+                                                                                          : c->snd_una;
+    if (c->fd >= 0 && fn_seq_gt(end, c->consumed)) {
+        int r = t->ops.consume(t->ops.ctx, c->fd, end - c->consumed, &c->peek_off);
+        if (r < 0 && r != -EAGAIN)
+            return r;
+        c->consumed = end;
+    }
+    return 0;
+}
+
 /* Mark for freeing at the end of the flush (the touched list may still reference it). */
 static void flow_close(struct fn_tcp *t, struct fn_tcb *c, int err, int rst_host) {
     if (c->flags & FN_TCBF_CLOSE)
         return;
     c->flags |= FN_TCBF_CLOSE;
     c->close_err = err;
+    if (!rst_host && synchronized(c->state))
+        consume_acked(t, c);
     if (c->fd >= 0) {
         t->ops.close(t->ops.ctx, c->fd, rst_host);
         c->fd = -1;
@@ -322,7 +366,10 @@ static void flow_free(struct fn_tcp *t, struct fn_tcb *c) {
     }
     fn_flowtab_remove(&t->tab, &c->key, key_of, t);
     free(c->ring);
+    free(c->oo);
+    free(c->sacked);
     c->ring = NULL;
+    c->oo = c->sacked = NULL;
     push_event(t, flow_id(t, idx), FN_TEV_CLOSED, c->close_err);
     c->state = FN_TCP_CLOSED;
     c->next_free = t->free_head;
@@ -396,16 +443,25 @@ static void seg_spec(struct fn_tcp *t, struct fn_tcb *c, struct fn_tcp_spec *s, 
         s->o.ts_val = ts_now(t->now);
         s->o.ts_ecr = (flags & FN_TCP_ACK) ? c->ts_recent : 0;
     }
-    if ((flags & FN_TCP_ACK) && !syn && (c->flags & FN_TCBF_SACK) && c->oo.n) {
-        /* RFC 2018 §4: report held blocks, the most recent first. */
+    if ((flags & FN_TCP_ACK) && !syn && (c->flags & FN_TCBF_SACK) && (asm_n(c->oo) || (c->flags & FN_TCBF_DSACK))) {
+        /* RFC 2883 §4: a duplicate just received goes first (D-SACK, reported once); then
+         * the held blocks, the most recently changed first (RFC 2018 §4). */
         struct fn_asm_range b[FN_TCP_MAX_SACK];
-        int n = fn_asm_blocks(&c->oo, b, (c->flags & FN_TCBF_TS) ? 3 : 4);
-        s->opts |= FN_TCPB_SACK;
-        s->o.nsack = (uint8_t)n;
-        for (int i = 0; i < n; i++) {
-            s->o.sack[i][0] = c->rcv_nxt + b[i].start;
-            s->o.sack[i][1] = c->rcv_nxt + b[i].end;
+        int max = (c->flags & FN_TCBF_TS) ? 3 : 4, k = 0;
+        if (c->flags & FN_TCBF_DSACK) {
+            s->o.sack[k][0] = c->dsack_l;
+            s->o.sack[k][1] = c->dsack_r;
+            k++;
+            c->flags &= ~FN_TCBF_DSACK;
+            t->st.dsacks_out++;
         }
+        int n = fn_asm_blocks(asm_ro(c->oo), b, max - k);
+        for (int i = 0; i < n; i++, k++) {
+            s->o.sack[k][0] = c->rcv_nxt + b[i].start;
+            s->o.sack[k][1] = c->rcv_nxt + b[i].end;
+        }
+        s->opts |= FN_TCPB_SACK;
+        s->o.nsack = (uint8_t)k;
     }
 }
 
@@ -586,8 +642,22 @@ static long send_run(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t 
     return n;
 }
 
+/* Arm the retransmission timer; with SACK and an RTT known, a tail-loss probe timeout of two
+ * round trips (at least 10 ms) comes first when it is shorter (RFC 8985 §7.2). */
 static void rto_start(struct fn_tcp *t, struct fn_tcb *c) {
-    c->t_rexmit = t->now + c->rto;
+    uint64_t rto = c->rto;
+    c->flags &= ~FN_TCBF_TLP;
+    if (t->cfg.tail_loss_probe && c->srtt && (c->flags & FN_TCBF_SACK) && synchronized(c->state) &&
+        !(c->flags & (FN_TCBF_RECOVERY | FN_TCBF_PROBING | FN_TCBF_TLP_SENT))) {
+        uint64_t pto = 2 * (uint64_t)c->srtt;
+        if (pto < 10000)
+            pto = 10000;
+        if (pto < rto) {
+            rto = pto;
+            c->flags |= FN_TCBF_TLP;
+        }
+    }
+    c->t_rexmit = t->now + rto;
     timer_arm(t, c);
 }
 
@@ -615,7 +685,18 @@ static int send_fin(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 /* How many bytes beyond snd_una the congestion and receive windows allow. */
+static uint32_t pipe_bytes(const struct fn_tcb *c);
+
+/* Where new data must stop: the guest's window, and the congestion window — counted against
+ * the pipe while recovering (RFC 6675 §5 step (C)), against the flight otherwise. */
 static uint32_t send_limit(const struct fn_tcb *c) {
+    uint32_t wnd_edge = c->snd_una + c->snd_wnd;
+    if (c->flags & FN_TCBF_RECOVERY) {
+        uint32_t pipe = pipe_bytes(c);
+        uint32_t room = c->cwnd > pipe ? c->cwnd - pipe : 0;
+        uint32_t edge = c->snd_max + room;
+        return fn_seq_lt(edge, wnd_edge) ? edge : wnd_edge;
+    }
     uint32_t w = c->snd_wnd < c->cwnd ? c->snd_wnd : c->cwnd;
     return c->snd_una + w;
 }
@@ -692,8 +773,10 @@ static void send_data(struct fn_tcp *t, struct fn_tcb *c) {
             rto_start(t, c);
         }
         budget -= (uint32_t)n < budget ? (uint32_t)n : budget;
-        if ((uint32_t)n < asked && fresh)
-            c->flags &= ~FN_TCBF_READABLE; /* drained for now; the next EPOLLIN edge re-arms */
+        /* Drained for now; the next EPOLLIN edge re-arms. Not once the peer's FIN arrived
+         * (EPOLLRDHUP): no edge comes again, so peek once more to read the end of stream. */
+        if ((uint32_t)n < asked && fresh && !(c->flags & FN_TCBF_HOST_RDHUP))
+            c->flags &= ~FN_TCBF_READABLE;
     }
 }
 
@@ -733,40 +816,157 @@ static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t
 
 /* Sequence-number bytes the guest has SACKed above snd_una. */
 static uint32_t sacked_bytes(const struct fn_tcb *c) {
+    const struct fn_assembler *a = asm_ro(c->sacked);
     uint32_t b = 0;
-    for (int i = 0; i < c->sacked.n; i++)
-        b += c->sacked.r[i].end - c->sacked.r[i].start;
+    for (int i = 0; i < a->n; i++)
+        b += a->r[i].end - a->r[i].start;
     return b;
 }
 
-/* In recovery: retransmit the next hole below the highest SACKed byte (RFC 6675 §5's NextSeg
- * rule 1, without the pipe bookkeeping), or snd_una when there is no SACK information. */
-static int rexmit_next_hole(struct fn_tcp *t, struct fn_tcb *c) {
-    uint32_t s = fn_seq_max(c->rexmit_nxt, c->snd_una);
-    uint32_t off = s - c->snd_una;
-    if (c->sacked.n == 0) {
-        if (s != c->snd_una)
-            return 0;
-        int n = retransmit(t, c, s, c->snd_mss);
-        if (n > 0)
-            c->rexmit_nxt = s + (uint32_t)n;
-        return n;
+/* RFC 6675 §4 IsLost, as one boundary: a hole is lost when at least dupthresh segments' worth
+ * of SACKed data lies above it. Returns the offset (from snd_una) below which holes are lost;
+ * after a timeout everything unacknowledged is. */
+static uint32_t lost_below(const struct fn_tcb *c) {
+    if (c->flags & FN_TCBF_RTO_LOSS)
+        return c->snd_max - c->snd_una;
+    const struct fn_assembler *a = asm_ro(c->sacked);
+    if ((c->flags & FN_TCBF_RACK_LOSS) && a->n)
+        return a->r[a->n - 1].start; /* RACK: everything sent before the newest delivery */
+    uint32_t need = (uint32_t)(c->dupthresh > 1 ? c->dupthresh - 1 : 1) * c->snd_mss + 1, got = 0;
+    for (int i = a->n - 1; i >= 0; i--) {
+        got += a->r[i].end - a->r[i].start;
+        if (got >= need)
+            return a->r[i].end - (got - need) - 1; /* the point with `need` SACKed bytes above */
     }
-    for (int i = 0; i < c->sacked.n; i++) {
-        const struct fn_asm_range *r = &c->sacked.r[i];
-        if (off >= r->end)
+    /* Without enough SACK information (or without SACK): only the first segment, once the
+     * duplicate ACKs said so (RFC 5681 §3.2). */
+    return (c->flags & FN_TCBF_RECOVERY) ? c->snd_mss : 0;
+}
+
+/* Bytes of [snd_una + from, snd_una + to) that are not SACKed. */
+static uint32_t unsacked_between(const struct fn_tcb *c, uint32_t from, uint32_t to) {
+    const struct fn_assembler *a = asm_ro(c->sacked);
+    uint32_t b = to > from ? to - from : 0;
+    for (int i = 0; i < a->n && b; i++) {
+        uint32_t l = a->r[i].start > from ? a->r[i].start : from;
+        uint32_t r = a->r[i].end < to ? a->r[i].end : to;
+        if (r > l)
+            b -= r - l;
+    }
+    return b;
+}
+
+/* RFC 6675 §4 SetPipe, simplified to boundaries: what is outstanding, minus what the guest
+ * holds, minus holes deemed lost and not retransmitted yet. */
+static uint32_t pipe_bytes(const struct fn_tcb *c) {
+    uint32_t out = c->snd_max - c->snd_una - sacked_bytes(c);
+    uint32_t lost = lost_below(c), done = c->rexmit_nxt - c->snd_una;
+    if (fn_seq_lt(c->rexmit_nxt, c->snd_una))
+        done = 0;
+    uint32_t lost_left = done < lost ? unsacked_between(c, done, lost) : 0;
+    return out > lost_left ? out - lost_left : 0;
+}
+
+/* RFC 6675 §4 NextSeg rule 1: the first lost hole at or above HighRxt. Returns its offset from
+ * snd_una and its length in *len (0 when there is none). */
+static uint32_t next_lost_hole(const struct fn_tcb *c, uint32_t *len) {
+    uint32_t lost = lost_below(c);
+    uint32_t off = fn_seq_gt(c->rexmit_nxt, c->snd_una) ? c->rexmit_nxt - c->snd_una : 0;
+    const struct fn_assembler *a = asm_ro(c->sacked);
+    *len = 0;
+    for (int i = 0; i <= a->n && off < lost; i++) {
+        uint32_t hole_end = i < a->n ? a->r[i].start : c->snd_max - c->snd_una;
+        if (hole_end > lost)
+            hole_end = lost;
+        if (i < a->n && off >= a->r[i].end)
             continue;
-        if (off >= r->start) { /* inside a SACKed range: skip to its end */
-            off = r->end;
+        if (i < a->n && off >= a->r[i].start) { /* inside a SACKed range: skip past it */
+            off = a->r[i].end;
             continue;
         }
-        uint32_t hole = r->start - off;
-        int n = retransmit(t, c, c->snd_una + off, hole);
-        if (n > 0)
-            c->rexmit_nxt = c->snd_una + off + (uint32_t)n;
-        return n;
+        if (hole_end > off) {
+            *len = hole_end - off;
+            return off;
+        }
     }
-    return 0;
+    return off;
+}
+
+/* Enter loss recovery: halve (RFC 5681 §3.2 step 2, RFC 6675 §5 step 4), remembering what an
+ * undo restores when the guest later shows the retransmissions were not needed. */
+static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout) {
+    uint32_t flight = c->snd_max - c->snd_una;
+    if (!(c->flags & (FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS))) {
+        c->prior_cwnd = c->cwnd;
+        c->prior_ssthresh = c->ssthresh;
+        c->flags |= FN_TCBF_UNDO;
+        c->undo_retrans = 0;
+    }
+    /* How much to back off. The guest link is point to point: its only queue is the guest's
+     * own receive backlog, and when that overflows it drops the tail of a burst, several
+     * segments in a row. A single short hole with delivered data after it is link noise (a
+     * lost or corrupted frame), and shrinking the window for it only slows the transfer
+     * (Mathis: at 1 % loss Reno gets ~12 segments per round trip). So: an isolated hole is
+     * retransmitted without a reduction; bursts, several holes, or a timeout reduce by CUBIC's
+     * beta = 0.7 (RFC 9438 §4.6; Reno's 0.5 is for shared Internet paths), and a timeout
+     * restarts from one segment (RFC 5681 eqn. 4). */
+    const struct fn_assembler *a = asm_ro(c->sacked);
+    int isolated = !timeout && a->n >= 1 && a->r[0].start <= 2u * c->snd_mss &&
+                   (a->n == 1 || a->r[1].start - a->r[0].end > 4u * c->snd_mss);
+    uint32_t reduced = isolated ? flight : (uint32_t)((uint64_t)flight * 7 / 10);
+    c->ssthresh = reduced > 2u * c->snd_mss ? reduced : 2u * c->snd_mss;
+    if (isolated && c->prior_ssthresh > c->ssthresh)
+        c->ssthresh = c->prior_ssthresh;
+    c->cwnd = timeout ? c->snd_mss : c->ssthresh;
+    c->cwnd_acc = 0;
+    c->recover = c->snd_max;
+    c->rexmit_nxt = c->snd_una;
+    c->flags |= FN_TCBF_RECOVERY;
+    if (timeout)
+        c->flags |= FN_TCBF_RTO_LOSS;
+    c->flags &= ~FN_TCBF_TLP;
+    c->t_reo = 0;
+}
+
+static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
+    /* RFC 3708 / RFC 4015: the loss was reordering or delay; give the window back. */
+    if (c->prior_cwnd > c->cwnd)
+        c->cwnd = c->prior_cwnd;
+    if (c->prior_ssthresh > c->ssthresh)
+        c->ssthresh = c->prior_ssthresh;
+    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS | FN_TCBF_UNDO);
+    c->dupacks = 0;
+    t->st.undos++;
+}
+
+/* While in recovery: retransmit lost holes, then new data, as long as the pipe allows. */
+static void recovery_send(struct fn_tcp *t, struct fn_tcb *c) {
+    for (int k = 0; k < 64; k++) {
+        /* The first lost segment goes at once, whatever the pipe (RFC 5681 §3.2 step 2,
+         * RFC 6675 §5 step 4.3); the rest as the pipe drains. */
+        int first = !fn_seq_gt(c->rexmit_nxt, c->snd_una);
+        uint32_t pipe = pipe_bytes(c);
+        if (pipe >= c->cwnd && !first)
+            return;
+        uint32_t len, off = next_lost_hole(c, &len);
+        if (len) {
+            uint32_t seq = c->snd_una + off;
+            int n = retransmit(t, c, seq, len);
+            if (n <= 0)
+                return;
+            if (seq == c->snd_una)
+                c->una_rxt_time = t->now;
+            c->rexmit_nxt = seq + (uint32_t)n;
+            if (fn_seq_gt(c->rexmit_nxt, c->snd_nxt))
+                c->snd_nxt = c->rexmit_nxt;
+            c->undo_retrans++;
+            continue;
+        }
+        /* No lost hole left below HighRxt: new data, within cwnd - pipe (RFC 6675 rule 2). */
+        if (fn_seq_lt(c->snd_nxt, c->snd_max))
+            c->snd_nxt = c->snd_max;
+        return;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -826,6 +1026,12 @@ static int ring_flush(struct fn_tcp *t, struct fn_tcb *c, uint32_t n) {
 
 static inline uint32_t data_end(const struct fn_tcb *c) {
     return (c->flags & FN_TCBF_GUEST_FIN) ? c->fin_seq : c->rcv_nxt;
+}
+
+/* Every guest byte received so far is in the host socket (none pending, none in the ring). A
+ * clean close() before that would hand the host peer a truncated stream that looks complete. */
+static inline int host_delivered(const struct fn_tcb *c) {
+    return c->pend_bytes == 0 && c->host_seq == data_end(c);
 }
 
 /* Bytes waiting in the ring for the host socket: [host_seq, pend_seq or data_end). */
@@ -907,7 +1113,7 @@ static int pend_spill(struct fn_tcp *t, struct fn_tcb *c) {
 
 /* In-order payload at rcv_nxt. Zero copy when nothing waits before it; else into the ring. */
 static int accept_inorder(struct fn_tcp *t, struct fn_tcb *c, const uint8_t *d, uint32_t n) {
-    if (ring_bytes(c) == 0 && c->oo.n == 0) {
+    if (ring_bytes(c) == 0 && asm_n(c->oo) == 0) {
         if (t->npend == t->cap_pend && pend_flush(t, c) < 0)
             return -1; /* the batch's iovec table is full: write this flow's share now */
         if (t->npend < t->cap_pend && ring_bytes(c) == 0) {
@@ -935,8 +1141,10 @@ static int accept_inorder(struct fn_tcp *t, struct fn_tcb *c, const uint8_t *d, 
         return -1;
     ring_put(t, c, c->rcv_nxt, d, n);
     c->rcv_nxt += n;
-    fn_asm_advance(&c->oo, n);
-    c->rcv_nxt += fn_asm_remove_front(&c->oo);
+    if (c->oo) {
+        fn_asm_advance(c->oo, n);
+        c->rcv_nxt += fn_asm_remove_front(c->oo);
+    }
     return 0;
 }
 
@@ -1007,19 +1215,30 @@ static void become_established(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 /* Process an acceptable ACK field (RFC 9293 §3.10.7.4 fifth check, RFC 5681, RFC 6582). */
-static void process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_t seq, uint32_t win,
-                        const struct fn_frame *f, uint32_t plen, uint8_t flags) {
+/* Returns -1 when the segment must be dropped (it acknowledges data never sent). */
+static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_t seq, uint32_t win,
+                       const struct fn_frame *f, uint32_t plen, uint8_t flags) {
     if (fn_seq_gt(ack, c->snd_max)) {
         /* Acknowledges something not yet sent: ACK and drop (RFC 9293 §3.10.7.4). */
         c->flags |= FN_TCBF_ACK_NOW;
-        return;
+        return -1;
     }
     uint32_t wnd = win << c->snd_wscale;
-    /* SACK scoreboard (RFC 2018 §5): remember what the guest holds above snd_una. */
+    /* SACK scoreboard (RFC 2018 §5): remember what the guest holds above snd_una. A first
+     * block below the ACK, or inside the second block, is a D-SACK (RFC 2883 §4): it reports
+     * a duplicate, i.e. one of our retransmissions was not needed. */
     int new_sack = 0;
     if ((c->flags & FN_TCBF_SACK) && (f->flags & FN_FRAME_TCP_SACK)) {
         for (int i = 0; i < f->tcp.nsack; i++) {
             uint32_t l = f->tcp.sack[i][0], r = f->tcp.sack[i][1];
+            if (i == 0 && fn_seq_lt(l, r) &&
+                (fn_seq_le(r, ack) || (f->tcp.nsack > 1 && fn_seq_ge(l, f->tcp.sack[1][0]) &&
+                                       fn_seq_le(r, f->tcp.sack[1][1])))) {
+                t->st.dsacks_in++;
+                if (c->undo_retrans)
+                    c->undo_retrans--;
+                continue;
+            }
             if (fn_seq_lt(l, ack))
                 l = ack;
             if (fn_seq_le(r, l) || fn_seq_gt(r, c->snd_max))
@@ -1027,11 +1246,19 @@ static void process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32
             uint32_t base = c->snd_una;
             if (fn_seq_lt(l, base))
                 continue;
-            if (!fn_asm_contains(&c->sacked, l - base, r - l)) {
-                fn_asm_add(&c->sacked, l - base, r - l);
+            if (!fn_asm_contains(asm_ro(c->sacked), l - base, r - l) && asm_get(&c->sacked)) {
+                fn_asm_add(c->sacked, l - base, r - l);
                 new_sack = 1;
             }
         }
+    }
+    /* Eifel detection (RFC 3522): after a timeout, an ACK echoing a timestamp older than the
+     * retransmission acknowledges the original transmission: the timeout was spurious. */
+    if ((c->flags & FN_TCBF_RTO_LOSS) && (c->flags & FN_TCBF_UNDO) && (f->flags & FN_FRAME_TCP_TS) &&
+        f->tcp.ts_ecr && fn_seq_lt(f->tcp.ts_ecr, c->rto_tsval) && fn_seq_gt(ack, c->snd_una)) {
+        undo_recovery(t, c);
+        c->snd_nxt = c->snd_max; /* resume with new data (RFC 4015 §3.2) */
+        c->rto = c->rto / 2 > t->cfg.rto_min ? c->rto / 2 : (uint32_t)t->cfg.rto_min;
     }
     if (fn_seq_gt(ack, c->snd_una)) {
         uint32_t acked = ack - c->snd_una;
@@ -1042,24 +1269,34 @@ static void process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32
             rtt_sample(t, c, t->now - c->rtt_time);
             c->rtt_time = 0;
         }
-        fn_asm_advance(&c->sacked, acked);
+        if (c->sacked)
+            fn_asm_advance(c->sacked, acked);
         c->snd_una = ack;
         if (fn_seq_lt(c->snd_nxt, ack))
             c->snd_nxt = ack;
         c->retries = 0;
         c->probes = 0;
         c->dupacks = 0;
+        c->una_rxt_time = 0;
         /* Congestion control. */
         if (c->flags & FN_TCBF_RECOVERY) {
             if (fn_seq_ge(ack, c->recover)) {
-                /* Full ACK: leave recovery (RFC 6582 §3.2 step 3). */
-                c->flags &= ~FN_TCBF_RECOVERY;
-                uint32_t flight = c->snd_max - c->snd_una;
-                c->cwnd = c->ssthresh < flight + c->snd_mss ? c->ssthresh : flight + c->snd_mss;
-            } else {
-                /* Partial ACK: the next hole is lost too; deflate by what was acked (RFC 6582). */
-                c->cwnd = c->cwnd > acked ? c->cwnd - acked + c->snd_mss : c->snd_mss;
-                rexmit_next_hole(t, c);
+                /* The episode is over (RFC 6675 §5 step C, RFC 6582 §3.2 step 3). When the
+                 * guest reported every retransmission as a duplicate, none was needed: undo. */
+                int undo = (c->flags & FN_TCBF_UNDO) && c->undo_retrans == 0 && !(c->flags & FN_TCBF_RTO_LOSS);
+                c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS);
+                if (undo) {
+                    undo_recovery(t, c);
+                    /* Reordering, not loss, set off that fast retransmit: wait for more
+                     * duplicate ACKs next time (Linux raises its reordering degree alike). */
+                    if (c->dupthresh < 8)
+                        c->dupthresh++;
+                }
+                else if (c->cwnd > c->ssthresh || !(c->flags & FN_TCBF_UNDO))
+                    c->cwnd = c->ssthresh;
+                c->flags &= ~FN_TCBF_UNDO;
+            } else if (c->flags & FN_TCBF_RTO_LOSS) {
+                c->cwnd += acked < c->snd_mss ? acked : c->snd_mss; /* slow start after a timeout */
             }
         } else if (c->cwnd < c->ssthresh) {
             c->cwnd += acked; /* slow start, byte counting (RFC 3465): stretch ACKs are common */
@@ -1071,33 +1308,41 @@ static void process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32
             }
         }
         /* RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it. */
-        c->flags &= ~FN_TCBF_PROBING;
+        c->flags &= ~(FN_TCBF_PROBING | FN_TCBF_TLP | FN_TCBF_TLP_SENT);
         if (c->snd_una == c->snd_max)
             c->t_rexmit = 0;
         else
             rto_start(t, c);
         touch(t, c);
     } else if (ack == c->snd_una && c->snd_una != c->snd_max && plen == 0 &&
-               !(flags & (FN_TCP_SYN | FN_TCP_FIN)) && wnd == c->snd_wnd) {
-        /* A duplicate ACK (RFC 5681 §2 definition). */
+               !(flags & (FN_TCP_SYN | FN_TCP_FIN)) && (wnd == c->snd_wnd || new_sack)) {
+        /* A duplicate ACK (RFC 5681 §2; one carrying new SACK information counts too). */
         c->dupacks++;
-        if (!(c->flags & FN_TCBF_RECOVERY) && (c->dupacks == DUPTHRESH ||
-                                               (new_sack && sacked_bytes(c) >= DUPTHRESH * c->snd_mss))) {
-            /* Fast retransmit and enter recovery (RFC 5681 §3.2 steps 2-4, RFC 6675 §5). */
-            uint32_t flight = c->snd_max - c->snd_una;
-            c->ssthresh = flight / 2 > 2u * c->snd_mss ? flight / 2 : 2u * c->snd_mss;
-            c->cwnd = c->ssthresh + DUPTHRESH * c->snd_mss;
-            c->recover = c->snd_max;
-            c->rexmit_nxt = c->snd_una;
-            c->flags |= FN_TCBF_RECOVERY;
-            t->st.fast_rexmits++;
-            rexmit_next_hole(t, c);
-        } else if (c->flags & FN_TCBF_RECOVERY) {
-            c->cwnd += c->snd_mss; /* inflation (RFC 5681 §3.2 step 4) */
-            if (c->sacked.n)
-                rexmit_next_hole(t, c);
-        }
         touch(t, c);
+    }
+    /* Loss detection. With SACK, by time (RACK, RFC 8985 §6.2): data sent after a hole was
+     * delivered, so the hole is lost unless it is merely late; give reordering a quarter of a
+     * round trip (at least 1 ms), then call it lost. On this link reordering is far more
+     * common than loss and a duplicate-ACK count cannot tell them apart, while a small window
+     * or a tail loss never produces enough duplicates. Without SACK, RFC 5681's duplicate ACK
+     * threshold. */
+    if (!(c->flags & FN_TCBF_RECOVERY) && c->snd_una != c->snd_max) {
+        if (!(c->flags & FN_TCBF_SACK) && c->dupacks >= c->dupthresh) {
+            enter_recovery(t, c, 0);
+            t->st.fast_rexmits++;
+            touch(t, c);
+        } else if ((c->flags & FN_TCBF_SACK) && asm_n(c->sacked) && !c->t_reo) {
+            uint64_t reo = c->srtt / 4 > 1000 ? c->srtt / 4 : 1000;
+            c->t_reo = t->now + reo;
+            timer_arm(t, c);
+        }
+    } else if ((c->flags & FN_TCBF_RECOVERY) && new_sack && c->una_rxt_time && c->srtt &&
+               t->now - c->una_rxt_time > 2 * (uint64_t)c->srtt + 2000) {
+        /* The retransmission of snd_una is itself lost: SACKs keep coming for later data, but
+         * snd_una has not moved for two round trips (RACK's idea, RFC 8985 §6.2). */
+        c->rexmit_nxt = c->snd_una;
+        c->una_rxt_time = 0;
+        t->st.lost_rexmits++;
     }
     /* Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last update. */
     if (fn_seq_lt(c->snd_wl1, seq) || (c->snd_wl1 == seq && fn_seq_le(c->snd_wl2, ack))) {
@@ -1107,6 +1352,7 @@ static void process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32
         c->snd_wl1 = seq;
         c->snd_wl2 = ack;
     }
+    return 0;
 }
 
 /* TIME-WAIT only absorbs retransmitted FINs: the host socket has nothing left to do. */
@@ -1115,11 +1361,16 @@ static void enter_time_wait(struct fn_tcp *t, struct fn_tcb *c) {
     c->flags &= ~FN_TCBF_KEEPALIVE;
     c->t_rexmit = 0;
     c->t_state = t->now + t->cfg.time_wait;
-    timer_arm(t, c);
-    if (c->fd >= 0 && c->pend_bytes == 0 && c->host_seq == data_end(c)) {
+    if (c->fd >= 0 && host_delivered(c)) {
+        consume_acked(t, c); /* before close(), see consume_acked() */
         t->ops.close(t->ops.ctx, c->fd, 0);
         c->fd = -1;
+    } else if (c->fd >= 0) {
+        /* The host has yet to take the guest's last bytes: flush_flow() closes the socket once
+         * it did and starts the 2 MSL then; until then the FIN timeout bounds the wait. */
+        c->t_state = t->now + t->cfg.fin_timeout;
     }
+    timer_arm(t, c);
 }
 
 static void guest_fin(struct fn_tcp *t, struct fn_tcb *c) {
@@ -1153,8 +1404,7 @@ static void new_guest_flow(struct fn_tcp *t, const uint8_t *p, const struct fn_f
     if (c) {
         push_event(t, flow_id(t, idx_of(t, c)), FN_TEV_CLOSED, 0);
         if (c->fd >= 0)
-            t->ops.close(t->ops.ctx, c->fd, 0);
-        free(c->ring);
+            t->ops.close(t->ops.ctx, c->fd, !host_delivered(c)); /* never a silent truncation */
         tcb_reinit(t, c, k);
     } else {
         c = flow_alloc(t, k);
@@ -1173,6 +1423,40 @@ static void new_guest_flow(struct fn_tcp *t, const uint8_t *p, const struct fn_f
     c->t_rexmit = t->now + t->cfg.connect_timeout;
     timer_arm(t, c);
     push_event(t, flow_id(t, idx_of(t, c)), FN_TEV_NEW_FLOW, 0);
+}
+
+/* Our FIN acknowledged: FIN-WAIT-1 → FIN-WAIT-2, CLOSING → TIME-WAIT, LAST-ACK → closed
+ * (RFC 9293 §3.6). Returns 1 when the flow is done with the segment. */
+static int fin_acked(struct fn_tcp *t, struct fn_tcb *c) {
+    uint64_t now = t->now;
+    if ((c->flags & FN_TCBF_FIN_SENT) && fn_seq_gt(c->snd_una, c->host_fin_seq)) {
+        switch (c->state) {
+        case FN_TCP_FIN_WAIT_1:
+            c->state = FN_TCP_FIN_WAIT_2;
+            c->flags &= ~FN_TCBF_KEEPALIVE;
+            c->t_state = now + t->cfg.fin_timeout; /* the guest may never close: bounded */
+            timer_arm(t, c);
+            break;
+        case FN_TCP_CLOSING:
+            enter_time_wait(t, c);
+            break;
+        case FN_TCP_LAST_ACK:
+            /* Both directions done with the guest (RFC 9293 §3.6). The host socket is closed
+             * once the guest's last bytes are in it (flush_flow), within the FIN timeout. */
+            if (c->fd < 0 || host_delivered(c)) {
+                flow_close(t, c, 0, 0);
+                return 1;
+            }
+            if (!c->t_state || c->t_state > now + t->cfg.fin_timeout)
+                c->t_state = now + t->cfg.fin_timeout; /* set once: later ACKs do not extend it */
+            timer_arm(t, c);
+            touch(t, c);
+            return 1;
+        default:
+            break;
+        }
+    }
+    return 0;
 }
 
 int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, int csum_ok, uint64_t now) {
@@ -1214,6 +1498,11 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
     if (c->flags & FN_TCBF_KEEPALIVE) {
         c->t_state = now + t->cfg.idle_timeout;
         c->probes = 0;
+        timer_arm(t, c); /* may be earlier than a pending probe (idle_timeout < 75 s) */
+    } else if (c->state == FN_TCP_FIN_WAIT_2) {
+        /* Half-closed is not dead: the guest may send for as long as it likes (RFC 9293 has
+         * no FIN-WAIT-2 limit); the bound is on its silence. */
+        c->t_state = now + t->cfg.fin_timeout;
     }
 
     switch (c->state) {
@@ -1267,9 +1556,13 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
         break;
     }
 
-    /* RFC 7323 §5.3 PAWS: drop a segment whose timestamp is older than TS.Recent. */
+    /* RFC 7323 §5.3 PAWS: drop a segment whose timestamp is older than TS.Recent — with a
+     * tolerance of PAWS_WINDOW ticks. PAWS exists to reject segments from a wrapped sequence
+     * space, which are at least 2^31 bytes old (0.9 s even at 20 Gbit/s); a segment merely
+     * reordered behind the guest's own later ACKs is a few ms old and must not be lost (Linux
+     * allows one tick, too little for a reordering link). */
     int has_ts = (c->flags & FN_TCBF_TS) && (f->flags & FN_FRAME_TCP_TS);
-    if (has_ts && !(flags & FN_TCP_RST) && fn_seq_lt(f->tcp.ts_val, c->ts_recent)) {
+    if (has_ts && !(flags & FN_TCP_RST) && fn_seq_lt(f->tcp.ts_val + PAWS_WINDOW, c->ts_recent)) {
         c->flags |= FN_TCBF_ACK_NOW;
         t->st.bad_seq++;
         touch(t, c);
@@ -1289,18 +1582,50 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
         ok = 0;
     else
         ok = fn_seq_in(seq, c->rcv_nxt, c->rcv_nxt + wnd) || fn_seq_in(seq + slen - 1, c->rcv_nxt, c->rcv_nxt + wnd);
+    if (!ok && c->state == FN_TCP_SYN_RECEIVED && (flags & FN_TCP_SYN) && !(flags & (FN_TCP_ACK | FN_TCP_RST)) &&
+        seq == c->irs) {
+        /* The guest retransmits its SYN: our SYN-ACK was lost. Send it again at once (the SYN
+         * is below RCV.NXT, so this is decided before the generic answer to an unacceptable
+         * segment, a bare ACK that the guest in SYN-SENT drops). Karn: no RTT sample now. */
+        c->rtt_time = 0;
+        send_ctl(t, c, c->iss, FN_TCP_SYN | FN_TCP_ACK);
+        return 0;
+    }
     if (!ok && c->state == FN_TCP_TIME_WAIT && (flags & FN_TCP_SYN) && !(flags & FN_TCP_ACK)) {
         /* A new connection reusing the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191): start afresh. */
         new_guest_flow(t, p, f, &k, c);
         return 0;
     }
+    /* RFC 7323 §4.3: TS.Recent follows any segment at or below the left edge, old duplicates
+     * included (PAWS has already rejected older timestamps). Otherwise the duplicate ACK we
+     * send echoes a stale TSval, and the guest measures a round trip of seconds. */
+    if (has_ts && !(flags & FN_TCP_RST) && fn_seq_le(seq, c->rcv_nxt) && fn_seq_ge(f->tcp.ts_val, c->ts_recent))
+        c->ts_recent = f->tcp.ts_val;
+    if (!ok && plen && !(flags & FN_TCP_RST) && fn_seq_le(seq + plen, c->rcv_nxt) &&
+        fn_seq_gt(seq + plen, c->rcv_nxt - t->cfg.rx_buf)) {
+        c->dsack_l = seq; /* an old duplicate: D-SACK it (RFC 2883 §4 case 1) */
+        c->dsack_r = seq + plen;
+        c->flags |= FN_TCBF_DSACK;
+    }
     if (!ok) {
         if (!(flags & FN_TCP_RST)) {
             c->flags |= FN_TCBF_ACK_NOW; /* RFC 9293: an unacceptable segment gets an ACK */
             t->st.dup_segs++;
-            /* The ACK field may still carry news (a window update after a zero window). */
-            if (flags & FN_TCP_ACK)
+            /* The ACK field may still carry news (a window update after a zero window, RFC
+             * 9293 §3.10.7.4 "special allowance ... to accept valid ACKs"). Not before the
+             * handshake completed: SYN-RECEIVED is left only through an acceptable ACK. */
+            if ((flags & FN_TCP_ACK) && c->state != FN_TCP_SYN_RECEIVED) {
                 process_ack(t, c, ack, seq, win, f, 0, flags);
+                /* A retransmitted FIN may carry the ACK of ours: the state must follow. */
+                if (fin_acked(t, c))
+                    return 0;
+            }
+            if (c->state == FN_TCP_TIME_WAIT && (flags & FN_TCP_FIN) && c->fd < 0) {
+                /* A retransmission of the guest's FIN (it sits below RCV.NXT): acknowledge it
+                 * and restart the 2 MSL timeout (RFC 9293 §3.10.7.4, TIME-WAIT). */
+                c->t_state = now + t->cfg.time_wait;
+                timer_arm(t, c);
+            }
             touch(t, c);
         }
         return 0;
@@ -1310,7 +1635,16 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
     if (flags & FN_TCP_RST) {
         if (seq == c->rcv_nxt) {
             t->st.rst_in++;
-            flow_close(t, c, FN_CLOSE_GUEST_RST, 1);
+            if ((c->flags & FN_TCBF_GUEST_FIN) && c->fd >= 0 && !host_delivered(c)) {
+                /* The guest's stream had ended (its FIN is in) and we acknowledged every byte
+                 * of it: the reset only concerns our direction. Those bytes still go to the
+                 * host, then the socket closes cleanly (TIME-WAIT does both, bounded). */
+                c->close_err = FN_CLOSE_GUEST_RST;
+                enter_time_wait(t, c);
+                touch(t, c);
+            } else {
+                flow_close(t, c, FN_CLOSE_GUEST_RST, 1);
+            }
         } else {
             t->st.challenge_acks++;
             c->flags |= FN_TCBF_ACK_NOW;
@@ -1321,10 +1655,6 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
 
     /* Fourth check: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2). */
     if (flags & FN_TCP_SYN) {
-        if (c->state == FN_TCP_SYN_RECEIVED && seq == c->irs) {
-            send_ctl(t, c, c->iss, FN_TCP_SYN | FN_TCP_ACK); /* our SYN-ACK was lost */
-            return 0;
-        }
         t->st.challenge_acks++;
         c->flags |= FN_TCBF_ACK_NOW;
         touch(t, c);
@@ -1351,30 +1681,16 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
         cc_init(t, c);
         become_established(t, c);
         touch(t, c);
-    } else {
-        process_ack(t, c, ack, seq, win, f, plen, flags);
+    } else if (process_ack(t, c, ack, seq, win, f, plen, flags) < 0) {
+        /* "send an ACK, drop the segment, and return" (RFC 9293 §3.10.7.4, RFC 5961 §5.2):
+         * neither its data nor its FIN may be taken. */
+        touch(t, c);
+        return 0;
     }
     if (has_ts && fn_seq_le(seq, c->rcv_nxt))
         c->ts_recent = f->tcp.ts_val; /* RFC 7323 §4.3 */
-    /* Our FIN acknowledged? */
-    if ((c->flags & FN_TCBF_FIN_SENT) && fn_seq_gt(c->snd_una, c->host_fin_seq)) {
-        switch (c->state) {
-        case FN_TCP_FIN_WAIT_1:
-            c->state = FN_TCP_FIN_WAIT_2;
-            c->flags &= ~FN_TCBF_KEEPALIVE;
-            c->t_state = now + t->cfg.fin_timeout; /* the guest may never close: bounded */
-            timer_arm(t, c);
-            break;
-        case FN_TCP_CLOSING:
-            enter_time_wait(t, c);
-            break;
-        case FN_TCP_LAST_ACK:
-            flow_close(t, c, 0, 0); /* both directions done (RFC 9293 §3.6) */
-            return 0;
-        default:
-            break;
-        }
-    }
+    if (fin_acked(t, c))
+        return 0;
     if (c->state == FN_TCP_TIME_WAIT) {
         if (flags & FN_TCP_FIN) {
             c->flags |= FN_TCBF_ACK_NOW; /* a retransmitted FIN: ACK it, restart 2MSL */
@@ -1388,10 +1704,16 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
     /* Seventh check: segment text (ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2). */
     int can_receive = c->state == FN_TCP_ESTABLISHED || c->state == FN_TCP_FIN_WAIT_1 ||
                       c->state == FN_TCP_FIN_WAIT_2;
+    int dup_acked = 0; /* the immediate duplicate ACK for out-of-order data went out */
     if (plen && can_receive && !(c->flags & FN_TCBF_GUEST_FIN)) {
         uint32_t s = seq;
         if (fn_seq_lt(s, c->rcv_nxt)) { /* trim what we already have */
             uint32_t skip = c->rcv_nxt - s;
+            /* Report the duplicated part (RFC 2883 §4 case 1), so the guest can tell a
+             * needless retransmission and undo its window reduction. */
+            c->dsack_l = s;
+            c->dsack_r = skip >= plen ? s + plen : c->rcv_nxt;
+            c->flags |= FN_TCBF_DSACK;
             if (skip >= plen) {
                 plen = 0;
                 t->st.dup_segs++;
@@ -1409,20 +1731,30 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
         if (plen && s == c->rcv_nxt) {
             if (accept_inorder(t, c, data, plen) < 0)
                 return 0;
-            if (c->oo.n == 0 && (c->flags & FN_TCBF_FIN_OOO) && c->rcv_nxt == c->fin_seq)
+            if (asm_n(c->oo) == 0 && (c->flags & FN_TCBF_FIN_OOO) && c->rcv_nxt == c->fin_seq)
                 guest_fin(t, c);
         } else if (plen) {
             /* Out of order: keep it (RFC 9293 §3.10.7.4 "segments with higher beginning
              * sequence numbers SHOULD be held"), SACK it, and ACK at once (RFC 5681 §4.2). */
             t->st.ooo_segs++;
-            if (ring_alloc(t, c) == 0 && fn_asm_add(&c->oo, s - c->rcv_nxt, plen) == 0)
+            if (c->oo && fn_asm_contains(c->oo, s - c->rcv_nxt, plen)) {
+                /* All of it is held already: a duplicate (RFC 2883 §4 case 2, D-SACK). */
+                c->dsack_l = s;
+                c->dsack_r = s + plen;
+                c->flags |= FN_TCBF_DSACK;
+            } else if (ring_alloc(t, c) == 0 && asm_get(&c->oo) && fn_asm_add(c->oo, s - c->rcv_nxt, plen) == 0)
                 ring_put(t, c, s, data, plen);
             else
                 t->st.ooo_dropped++;
             c->flags |= FN_TCBF_ACK_NOW;
-            send_ctl(t, c, c->snd_nxt, FN_TCP_ACK); /* an immediate duplicate ACK */
+            /* Without SACK the guest counts duplicate ACKs (RFC 5681 §3.2): one per segment,
+             * at once. With SACK one ACK at the end of the batch says it all, microseconds
+             * later (Linux's GRO coalesces alike), and a frame merely reordered within the
+             * batch never looks like a hole to the guest's loss detection. */
+            if (!(c->flags & FN_TCBF_SACK))
+                dup_acked = send_ctl(t, c, c->snd_nxt, FN_TCP_ACK) == 0;
         }
-        if (plen)
+        if (plen && !dup_acked)
             c->flags |= FN_TCBF_ACK_NOW;
     }
     /* Eighth check: FIN. */
@@ -1435,7 +1767,8 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
             c->flags |= FN_TCBF_FIN_OOO; /* processed when the data before it arrives */
             c->fin_seq = fseq;
         }
-        c->flags |= FN_TCBF_ACK_NOW;
+        if (!dup_acked)
+            c->flags |= FN_TCBF_ACK_NOW;
     }
     touch(t, c);
     return 0;
@@ -1449,7 +1782,7 @@ static void host_failed(struct fn_tcp *t, struct fn_tcb *c, int err) {
     if (c->flags & FN_TCBF_CLOSE)
         return;
     if (synchronized(c->state) || c->state == FN_TCP_SYN_RECEIVED)
-        send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+        send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
     flow_close(t, c, err, 1);
 }
 
@@ -1566,7 +1899,7 @@ int fn_tcp_close(struct fn_tcp *t, uint64_t flow, int abort_, uint64_t now) {
         return -1;
     if (abort_ || !synchronized(c->state)) {
         if (synchronized(c->state) || c->state == FN_TCP_SYN_RECEIVED)
-            send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+            send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
         else if (c->state == FN_TCP_CONNECTING)
             send_ctl(t, c, 0, FN_TCP_RST | FN_TCP_ACK);
         flow_close(t, c, FN_CLOSE_ADMIN, 1);
@@ -1596,6 +1929,8 @@ void fn_tcp_host_event(struct fn_tcp *t, uint64_t flow, uint32_t ev, uint64_t no
     }
     if (ev & (FN_HEV_IN | FN_HEV_RDHUP | FN_HEV_HUP))
         c->flags |= FN_TCBF_READABLE;
+    if (ev & (FN_HEV_RDHUP | FN_HEV_HUP))
+        c->flags |= FN_TCBF_HOST_RDHUP;
     if (ev & FN_HEV_OUT)
         c->flags |= FN_TCBF_WRITABLE;
     if (ev & FN_HEV_ERR) {
@@ -1622,7 +1957,7 @@ static void flush_flow(struct fn_tcp *t, struct fn_tcb *c) {
         if (c->pend_bytes && pend_flush(t, c) < 0)
             return;
         /* Free an empty ring: idle flows cost no buffer. */
-        if (c->ring && c->host_seq == data_end(c) && c->oo.n == 0) {
+        if (c->ring && c->host_seq == data_end(c) && asm_n(c->oo) == 0) {
             free(c->ring);
             c->ring = NULL;
         }
@@ -1630,7 +1965,10 @@ static void flush_flow(struct fn_tcp *t, struct fn_tcb *c) {
          * (RFC 9293 §3.8.6.2.2, receiver-side SWS avoidance). */
         uint32_t right = c->host_seq + t->cfg.rx_buf;
         uint32_t step = t->cfg.rx_buf / 2 < t->cfg.mss ? t->cfg.rx_buf / 2 : t->cfg.mss;
-        if (fn_seq_ge(right, c->rcv_adv + step) && fn_seq_lt(c->rcv_adv, c->rcv_nxt + step))
+        /* After the guest's FIN no more data can come: a window update would only reach a
+         * peer that may be gone (and draw an RST). */
+        if (fn_seq_ge(right, c->rcv_adv + step) && fn_seq_lt(c->rcv_adv, c->rcv_nxt + step) &&
+            !(c->flags & FN_TCBF_GUEST_FIN))
             c->flags |= FN_TCBF_WND_UPDATE;
         /* 2. Guest FIN reaches the host once every byte before it did. */
         if ((c->flags & FN_TCBF_GUEST_FIN) && !(c->flags & FN_TCBF_HOST_SHUT) && c->host_seq == c->fin_seq) {
@@ -1638,18 +1976,30 @@ static void flush_flow(struct fn_tcp *t, struct fn_tcb *c) {
             c->flags |= FN_TCBF_HOST_SHUT;
         }
         /* 3. Drop what the guest acknowledged from the host socket. */
-        uint32_t end = (c->flags & FN_TCBF_FIN_SENT) && fn_seq_gt(c->snd_una, c->host_fin_seq) ? c->host_fin_seq
-                                                                                              : c->snd_una;
-        if (fn_seq_gt(end, c->consumed)) {
-            int r = t->ops.consume(t->ops.ctx, c->fd, end - c->consumed, &c->peek_off);
-            if (r < 0 && r != -EAGAIN) {
-                host_failed(t, c, -r);
-                return;
-            }
-            c->consumed = end;
+        int r = consume_acked(t, c);
+        if (r < 0) {
+            host_failed(t, c, -r);
+            return;
         }
-        /* 4. New data (and the FIN) to the guest. */
-        send_data(t, c);
+        /* In TIME-WAIT both directions are done: once the guest's last bytes reached the host
+         * socket, close it (cleanly), as enter_time_wait() does when nothing was pending. */
+        if (c->state == FN_TCP_TIME_WAIT && host_delivered(c)) {
+            t->ops.close(t->ops.ctx, c->fd, 0);
+            c->fd = -1;
+            c->t_state = t->now + t->cfg.time_wait;
+            timer_arm(t, c);
+        }
+        /* LAST-ACK with our FIN acknowledged was only waiting for the same. */
+        if (c->state == FN_TCP_LAST_ACK && (c->flags & FN_TCBF_FIN_SENT) &&
+            fn_seq_gt(c->snd_una, c->host_fin_seq) && host_delivered(c)) {
+            flow_close(t, c, 0, 0);
+            return;
+        }
+        /* 4. Lost holes first when recovering, then new data (and the FIN) to the guest. */
+        if (c->flags & FN_TCBF_RECOVERY)
+            recovery_send(t, c);
+        if (!(c->flags & FN_TCBF_RECOVERY) || !fn_seq_lt(c->snd_nxt, c->snd_max))
+            send_data(t, c);
         if (c->flags & FN_TCBF_CLOSE)
             return;
     }
@@ -1720,7 +2070,7 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
         if (++c->retries > 6) {
             t->st.timeouts++;
             if (c->state == FN_TCP_SYN_RECEIVED)
-                send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+                send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
             flow_close(t, c, FN_CLOSE_TIMEOUT, 1);
             return;
         }
@@ -1748,28 +2098,44 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
     }
     if (c->snd_una == c->snd_max)
         return;
+    if (c->flags & FN_TCBF_TLP) {
+        /* Tail-loss probe (RFC 8985 §7.3): resend the last segment so the guest's SACK shows
+         * what is missing and fast recovery, not a timeout, repairs it. */
+        c->flags &= ~FN_TCBF_TLP;
+        c->flags |= FN_TCBF_TLP_SENT;
+        t->st.tail_probes++;
+        if ((c->flags & FN_TCBF_FIN_SENT) && c->snd_max == c->host_fin_seq + 1)
+            retransmit(t, c, c->host_fin_seq, 1);
+        else {
+            uint32_t len = c->snd_max - c->snd_una < c->snd_mss ? c->snd_max - c->snd_una : c->snd_mss;
+            retransmit(t, c, c->snd_max - len, len);
+        }
+        rto_start(t, c);
+        return;
+    }
     /* Retransmission timeout (RFC 6298 §5.4-5.7, RFC 5681 §3.1 eqn. 4). */
     if (++c->retries > t->cfg.max_retries) {
         t->st.timeouts++;
-        send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+        /* SND.MAX, not the rewound SND.NXT: the guest may hold everything sent (its ACKs lost),
+         * and an RST below its RCV.NXT is dropped unseen (RFC 5961 §3.2). */
+        send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
         flow_close(t, c, FN_CLOSE_TIMEOUT, 1);
         return;
     }
     t->st.timeouts++;
-    uint32_t flight = c->snd_max - c->snd_una;
-    c->ssthresh = flight / 2 > 2u * c->snd_mss ? flight / 2 : 2u * c->snd_mss;
-    c->cwnd = c->snd_mss;
-    c->cwnd_acc = 0;
-    c->flags &= ~FN_TCBF_RECOVERY;
+    /* RFC 6675 §5.1: after a timeout every unacknowledged, un-SACKed byte is lost; SACKed
+     * ones are not sent again (a reneging receiver would be caught by the next timeout). */
+    int was_recovering = (c->flags & FN_TCBF_RECOVERY) != 0;
+    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS);
+    enter_recovery(t, c, 1);
+    if (was_recovering)
+        c->flags &= ~FN_TCBF_UNDO; /* a timeout inside recovery is no candidate for undo */
+    c->rto_tsval = ts_now(t->now);
     c->dupacks = 0;
-    c->recover = c->snd_max;
-    fn_asm_init(&c->sacked); /* RFC 6675 §5.1: the receiver may have reneged */
     c->rtt_time = 0;
     c->rto = c->rto * 2 > t->cfg.rto_max ? (uint32_t)t->cfg.rto_max : c->rto * 2;
-    c->snd_nxt = c->snd_una; /* go back: resend from the first unacknowledged byte */
-    int sent = retransmit(t, c, c->snd_una, c->snd_mss);
-    if (sent > 0)
-        c->snd_nxt = c->snd_una + (uint32_t)sent;
+    c->snd_nxt = c->snd_una; /* go back: the holes are resent, SACKed data is skipped */
+    recovery_send(t, c);
     rto_start(t, c);
 }
 
@@ -1777,7 +2143,10 @@ static void on_state_timer(struct fn_tcp *t, struct fn_tcb *c) {
     c->t_state = 0;
     switch (c->state) {
     case FN_TCP_TIME_WAIT:
-        flow_close(t, c, 0, 0);
+        if (c->fd >= 0 && !host_delivered(c)) /* the host never took it all: say so */
+            flow_close(t, c, FN_CLOSE_TIMEOUT, 1);
+        else
+            flow_close(t, c, 0, 0);
         return;
     case FN_TCP_SYN_SENT:
         t->st.timeouts++;
@@ -1788,7 +2157,7 @@ static void on_state_timer(struct fn_tcp *t, struct fn_tcb *c) {
     case FN_TCP_CLOSING:
     case FN_TCP_LAST_ACK:
         t->st.timeouts++;
-        send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+        send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
         flow_close(t, c, FN_CLOSE_TIMEOUT, 1);
         return;
     default:
@@ -1798,7 +2167,7 @@ static void on_state_timer(struct fn_tcp *t, struct fn_tcb *c) {
         /* Silence from the guest: probe it (RFC 1122 §4.2.3.6), reset after 9 probes. */
         if (c->probes >= 9) {
             t->st.timeouts++;
-            send_ctl(t, c, c->snd_nxt, FN_TCP_RST | FN_TCP_ACK);
+            send_ctl(t, c, c->snd_max, FN_TCP_RST | FN_TCP_ACK);
             flow_close(t, c, FN_CLOSE_TIMEOUT, 1);
             return;
         }
@@ -1818,6 +2187,15 @@ uint64_t fn_tcp_timers(struct fn_tcp *t, uint64_t now) {
             continue; /* stale */
         c->t_heap = 0;
         if (!(c->flags & FN_TCBF_CLOSE)) {
+            if (c->t_reo && c->t_reo <= now) {
+                c->t_reo = 0;
+                if (!(c->flags & FN_TCBF_RECOVERY) && asm_n(c->sacked) && c->snd_una != c->snd_max &&
+                    synchronized(c->state) && !(c->flags & FN_TCBF_PROBING)) {
+                    enter_recovery(t, c, 0);
+                    c->flags |= FN_TCBF_RACK_LOSS;
+                    t->st.fast_rexmits++;
+                }
+            }
             if (c->t_rexmit && c->t_rexmit <= now)
                 on_rexmit_timer(t, c);
             if (!(c->flags & FN_TCBF_CLOSE) && c->t_state && c->t_state <= now)

@@ -86,6 +86,7 @@ struct fn_tcp_config {
     uint32_t max_retries;       /* retransmissions of one segment before the flow is reset */
     uint32_t init_cwnd;         /* segments (RFC 6928 allows 10) */
     uint32_t send_burst;        /* bytes at most per flow per flush, for fairness */
+    uint8_t tail_loss_probe;    /* RFC 8985 §7 probes before a retransmission timeout */
     uint64_t isn_secret[2];     /* RFC 6528 key */
 };
 
@@ -161,7 +162,8 @@ struct fn_tcb {
     uint32_t pend_bytes;        /* bytes queued for a direct write in this batch */
     uint32_t pend_head, pend_tail; /* this flow's pending direct writes (indexes, NONE = none) */
     uint8_t *ring;              /* rx_buf bytes, byte s at ring[s & (rx_buf-1)]; NULL until needed */
-    struct fn_assembler oo;     /* out-of-order ranges held, offsets from rcv_nxt */
+    struct fn_assembler *oo;    /* out-of-order ranges held, offsets from rcv_nxt (NULL: none yet) */
+    uint32_t dsack_l, dsack_r;  /* a duplicate to report as the first SACK block (RFC 2883) */
 
     /* send side (us → guest) */
     uint32_t iss;
@@ -178,14 +180,19 @@ struct fn_tcb {
     uint32_t cwnd, ssthresh;
     uint32_t cwnd_acc;          /* bytes acknowledged towards the next congestion-avoidance step */
     uint32_t recover;           /* recovery point (RFC 6582 / RFC 6675) */
-    uint32_t rexmit_nxt;        /* next sequence to consider for retransmission in recovery */
+    uint32_t rexmit_nxt;        /* HighRxt (RFC 6675): holes below it were retransmitted this recovery */
+    uint32_t prior_cwnd, prior_ssthresh; /* before the last reduction, for undo (RFC 3708, 4015) */
+    uint32_t undo_retrans;      /* retransmissions of this episode not yet reported as D-SACK */
+    uint32_t rto_tsval;         /* our TSval when the retransmission timer fired (Eifel, RFC 3522) */
+    uint64_t una_rxt_time;      /* when the segment at snd_una was last retransmitted */
     uint16_t dupacks;
+    uint16_t dupthresh;         /* adaptive: raised when reordering proves a retransmission spurious */
     uint16_t snd_mss;           /* payload per segment towards the guest (options excluded) */
     uint8_t rcv_wscale;
     uint8_t retries;
     uint8_t probes;
     uint8_t pad;
-    struct fn_assembler sacked; /* SACK scoreboard: ranges the guest holds, offsets from snd_una */
+    struct fn_assembler *sacked; /* SACK scoreboard: ranges the guest holds, offsets from snd_una */
 
     /* timestamps (RFC 7323) */
     uint32_t ts_recent;
@@ -198,6 +205,7 @@ struct fn_tcb {
     /* timers (absolute µs; 0 = off) */
     uint64_t t_rexmit;          /* retransmission, persist, SYN, connect */
     uint64_t t_state;           /* TIME-WAIT, FIN-WAIT-2, LAST-ACK, keepalive */
+    uint64_t t_reo;             /* RACK reordering window: holes below SACKed data are lost then */
     uint64_t t_heap;            /* deadline of this flow's live entry in the timer heap, 0 if none */
     uint64_t last_rx;           /* last segment from the guest */
 
@@ -231,6 +239,14 @@ struct fn_tcb {
 #define FN_TCBF_CONNECTED 0x80000   /* host connect completed */
 #define FN_TCBF_WND_UPDATE 0x100000 /* send a window update */
 #define FN_TCBF_WSCALE 0x200000     /* window scaling agreed (both SYNs carried the option) */
+#define FN_TCBF_HOST_RDHUP 0x400000 /* the host peer closed its side: read until end of stream */
+#define FN_TCBF_DSACK 0x800000      /* dsack_l/dsack_r wait to be reported */
+#define FN_TCBF_RTO_LOSS 0x1000000  /* recovering after a timeout: every hole is lost */
+#define FN_TCBF_TLP 0x2000000       /* the rexmit timer is a tail-loss probe (RFC 8985 §7) */
+#define FN_TCBF_UNDO 0x4000000      /* prior_cwnd/ssthresh hold what an undo restores */
+#define FN_TCBF_TLP_SENT 0x8000000  /* a tail-loss probe went out; the next timer is an RTO */
+#define FN_TCBF_RACK_LOSS 0x10000000 /* recovery entered by the reordering timer: holes below the
+                                        highest SACK are lost */
 
 struct fn_tcp_stats {
     uint64_t segs_in, segs_out, bytes_in, bytes_out;
@@ -238,6 +254,7 @@ struct fn_tcp_stats {
     uint64_t rst_in, rst_out, challenge_acks;
     uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs;
     uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes;
+    uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits;
     uint64_t host_writes, host_peeks, host_partial_writes;
     uint64_t syn_absorbed, refused, nomem;
 };

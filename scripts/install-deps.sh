@@ -5,7 +5,9 @@ set -eu
 target=${1:-test}
 
 run_pkgs="iproute2 curl"
-test_pkgs="$run_pkgs procps"
+# The guest-side programs the tests run in namespaces: iperf3, nc (netcat-openbsd), udhcpc
+# (busybox), dhclient, ping, dig (dnsutils); tinyproxy and openssl for the proxy tests.
+test_pkgs="$run_pkgs procps iperf3 netcat-openbsd busybox isc-dhcp-client iputils-ping dnsutils tinyproxy openssl"
 
 case "$target" in
     run) pkgs=$run_pkgs ;;

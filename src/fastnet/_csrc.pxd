@@ -246,7 +246,7 @@ cdef extern from "fastnet.h" nogil:
     struct fn_assembler:
         uint8_t n
         uint8_t last
-        fn_asm_range r[16]
+        fn_asm_range r[64]
 
     void fn_asm_init(fn_assembler *a)
     int fn_asm_add(fn_assembler *a, uint32_t off, uint32_t len)
@@ -333,6 +333,7 @@ cdef extern from "fastnet.h" nogil:
         uint32_t max_retries
         uint32_t init_cwnd
         uint32_t send_burst
+        uint8_t tail_loss_probe
         uint64_t isn_secret[2]
 
     void fn_tcp_config_default(fn_tcp_config *c)
@@ -385,7 +386,7 @@ cdef extern from "fastnet.h" nogil:
         uint32_t host_seq
         uint32_t rcv_adv
         uint8_t *ring
-        fn_assembler oo
+        fn_assembler *oo
         uint32_t iss
         uint32_t snd_una
         uint32_t snd_nxt
@@ -395,7 +396,8 @@ cdef extern from "fastnet.h" nogil:
         uint32_t ssthresh
         uint16_t snd_mss
         uint8_t rcv_wscale
-        fn_assembler sacked
+        uint16_t dupthresh
+        fn_assembler *sacked
         uint32_t srtt
         uint32_t rttvar
         uint32_t rto
@@ -412,6 +414,7 @@ cdef extern from "fastnet.h" nogil:
         uint64_t rst_in, rst_out, challenge_acks
         uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs
         uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes
+        uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits
         uint64_t host_writes, host_peeks, host_partial_writes
         uint64_t syn_absorbed, refused, nomem
 
@@ -496,6 +499,7 @@ cdef extern from "fastnet.h" nogil:
     struct fn_link:
         int kind
         int fd
+        int wfd
         uint32_t vnet
         uint32_t prefix
         uint32_t max_frame
@@ -508,6 +512,7 @@ cdef extern from "fastnet.h" nogil:
         int err
         fn_fault *fault_in
         fn_fault *fault_out
+        uint64_t pcap_frames
         fn_link_stats st
 
     const uint8_t *fn_link_frame(const fn_link *l, const fn_rxf *r)
@@ -518,6 +523,79 @@ cdef extern from "fastnet.h" nogil:
     int fn_link_write(fn_link *l, uint64_t now)
     uint64_t fn_link_deadline(const fn_link *l)
     int fn_tap_open(const char *name, const char *netns_path, int vnet_hdr, int offload, char *name_out)
+    int fn_if_configure(const char *name, uint32_t mtu, const uint8_t *ip, int prefix, const uint8_t *gw,
+                        const uint8_t *mac)
+    int fn_link_pcap(fn_link *l, int fd, uint32_t snaplen)
+    void fn_link_pcap_flush(fn_link *l)
+
+    # fn_frag.h
+    struct fn_frag_stats:
+        uint64_t fragments, reassembled, timeouts, dropped, recycled
+
+    struct fn_frag:
+        fn_frag_stats st
+
+    void fn_frag_expire(fn_frag *r, uint64_t now)
+
+    # fn_dgram.h
+    enum fn_dgram_state:
+        FN_DG_FREE
+        FN_DG_PENDING
+        FN_DG_ACTIVE
+
+    enum:
+        FN_DEV_NEW_FLOW
+        FN_DEV_CLOSED
+
+    struct fn_dgram_config:
+        uint8_t gw_mac[6]
+        uint16_t mtu
+        uint32_t max_flows
+        uint64_t udp_idle
+        uint64_t icmp_idle
+        uint32_t pending_bytes
+
+    struct fn_dgram_flow:
+        fn_flowkey key
+        uint8_t guest_mac[6]
+        uint8_t state
+        uint8_t flags
+        int fd
+        uint8_t ttl
+        uint64_t last
+        uint64_t pkts_g2h, pkts_h2g, bytes_g2h, bytes_h2g
+
+    struct fn_dgram_event:
+        uint64_t flow
+        uint8_t type
+        uint8_t proto
+        int32_t err
+
+    struct fn_dgram_stats:
+        uint64_t datagrams_in, datagrams_out, bytes_in, bytes_out
+        uint64_t flows_opened, flows_closed, flows_active, evicted, expired
+        uint64_t pending_dropped, send_errors, icmp_errors_in, icmp_errors_out
+        uint64_t fragments_out, oversize_dropped, refused, bad_csum
+
+    struct fn_dgram:
+        fn_dgram_config cfg
+        fn_dgram_stats st
+        int epfd
+
+    void fn_dgram_config_default(fn_dgram_config *c)
+    fn_dgram *fn_dgram_new(const fn_dgram_config *cfg, fn_txq *txq, uint64_t seed)
+    void fn_dgram_free(fn_dgram *d)
+    void fn_dgram_poll(fn_dgram *d, uint64_t now)
+    uint64_t fn_dgram_timers(fn_dgram *d, uint64_t now)
+    int fn_dgram_attach(fn_dgram *d, uint64_t flow, int fd, int raw, uint64_t now)
+    int fn_dgram_refuse(fn_dgram *d, uint64_t flow, int how, uint64_t now)
+    int fn_dgram_close(fn_dgram *d, uint64_t flow)
+    int fn_dgram_next_event(fn_dgram *d, fn_dgram_event *ev)
+    const fn_dgram_flow *fn_dgram_get(const fn_dgram *d, uint64_t flow)
+    uint64_t fn_dgram_iter(const fn_dgram *d, uint32_t *cursor)
+    int fn_dgram_emit_udp(fn_txq *q, const uint8_t *dst_mac, const uint8_t *src_mac,
+                          const uint8_t *src_ip, uint16_t sport, const uint8_t *dst_ip, uint16_t dport,
+                          const uint8_t *payload, uint32_t len, uint16_t mtu, uint16_t ip_id, uint8_t ttl)
 
     # fn_stack.h
     enum:
@@ -531,10 +609,25 @@ cdef extern from "fastnet.h" nogil:
         uint64_t slow_queued, slow_dropped
         uint64_t not_for_us
         uint64_t polls, link_blocked
+        uint64_t gw_echo_replies, dropped_proto
+
+    struct fn_switch:
+        int n
+        uint64_t switched, flooded, unknown
+
+    void fn_switch_init(fn_switch *sw)
+    int fn_switch_add(fn_switch *sw, fn_stack *s)
+    void fn_switch_remove(fn_switch *sw, fn_stack *s)
+    void fn_switch_flush(fn_switch *sw, uint64_t now)
 
     struct fn_stack:
         fn_link *link
+        uint8_t guest_mac[6]
+        int has_guest_mac
+        fn_switch *sw
         fn_tcp *tcp
+        fn_dgram *dgram
+        fn_frag frag
         uint8_t *slow
         uint32_t slow_len
         uint32_t slow_n
@@ -543,6 +636,7 @@ cdef extern from "fastnet.h" nogil:
     int fn_stack_init(fn_stack *s, fn_link *link, fn_tcp *tcp, const uint8_t *gw_mac, uint32_t slow_cap)
     void fn_stack_free(fn_stack *s)
     int fn_stack_add_arp(fn_stack *s, const uint8_t *ip)
+    void fn_stack_set_gateway(fn_stack *s, const uint8_t *ip)
     int fn_stack_poll_link(fn_stack *s, uint64_t now)
     void fn_stack_input(fn_stack *s, const uint8_t *p, uint32_t len, int csum_ok, uint64_t now)
     int fn_stack_output(fn_stack *s, uint64_t now)

@@ -121,9 +121,10 @@ cdef class TcpEngine:
     def __cinit__(self, *, bint memory=False, int mss=1460, tx_seg_max=None, bint csum_partial=False,
                   bint gso=False, bint verify_checksums=True, unsigned int rx_buf=1 << 21,
                   unsigned int max_flows=65536, gw_mac="f6:16:36:bc:f9:c6", double connect_timeout=30.0,
-                  double time_wait=2.0, double fin_timeout=60.0, double idle_timeout=7200.0,
-                  double rto_min=0.2, double rto_initial=1.0, double rto_max=60.0,
+                  double time_wait=15.0, double fin_timeout=60.0, double idle_timeout=7200.0,
+                  double rto_min=0.05, double rto_initial=0.25, double rto_max=60.0,
                   unsigned int max_retries=15, unsigned int init_cwnd=10, unsigned int send_burst=1 << 20,
+                  bint tail_loss_probe=True,
                   unsigned int txq_bytes=4 << 20, unsigned int txq_frames=4096, seed=None):
         cdef fn_tcp_config cfg
         fn_tcp_config_default(&cfg)
@@ -145,6 +146,7 @@ cdef class TcpEngine:
         cfg.max_retries = max_retries
         cfg.init_cwnd = init_cwnd
         cfg.send_burst = send_burst
+        cfg.tail_loss_probe = tail_loss_probe
         key = os.urandom(16) if seed is None else int(seed).to_bytes(16, "little")
         memcpy(cfg.isn_secret, PyBytes_AS_STRING(key), 16)
         self.memory = memory
@@ -425,6 +427,8 @@ cdef dict _info(uint64_t fid, const fn_tcb *c):
         "snd_una": c.snd_una, "snd_nxt": c.snd_nxt, "snd_max": c.snd_max, "snd_wnd": c.snd_wnd,
         "rcv_nxt": c.rcv_nxt, "host_seq": c.host_seq, "cwnd": c.cwnd, "ssthresh": c.ssthresh,
         "mss": c.snd_mss, "snd_wscale": c.snd_wscale, "rcv_wscale": c.rcv_wscale,
-        "srtt_us": c.srtt, "rto_us": c.rto, "ring": c.ring != NULL, "ooo_ranges": c.oo.n,
+        "srtt_us": c.srtt, "rto_us": c.rto, "ring": c.ring != NULL,
+        "ooo_ranges": c.oo.n if c.oo != NULL else 0, "sacked_ranges": c.sacked.n if c.sacked != NULL else 0,
+        "dupthresh": c.dupthresh,
         "bytes_g2h": c.bytes_g2h, "bytes_h2g": c.bytes_h2g, "rexmits": c.rexmits,
     }

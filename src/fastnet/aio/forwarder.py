@@ -57,9 +57,31 @@ class Handoff:
     handler: Callable[[socket.socket, tuple], None]
 
 
-class TcpPolicy(Protocol):
+class Policy(Protocol):
+    """Where guest flows go. Handoff handlers get the far end of a socketpair: a stream for TCP,
+    datagrams (one per guest datagram, replies the same way) for UDP."""
+
     def tcp_target(self, guest_ip: ipaddress.IPv4Address, guest_port: int,
                    dst_ip: ipaddress.IPv4Address, dst_port: int) -> Connect | Refuse | Handoff: ...
+
+    def udp_target(self, guest_ip: ipaddress.IPv4Address, guest_port: int,
+                   dst_ip: ipaddress.IPv4Address, dst_port: int) -> Connect | Refuse | Handoff: ...
+
+    def icmp_target(self, guest_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address) -> Connect | Refuse: ...
+
+
+# ICMP destination-unreachable codes for refused datagram flows (RFC 792).
+DGRAM_REFUSAL_CODES = {
+    Refusal.RST: 3,                # port unreachable
+    Refusal.PORT_UNREACHABLE: 3,
+    Refusal.NET_UNREACHABLE: 0,
+    Refusal.HOST_UNREACHABLE: 1,
+    Refusal.ADMIN_PROHIBITED: 13,
+    Refusal.DROP: -1,
+}
+
+UDP = 17
+ICMP = 1
 
 
 def now_us() -> int:
@@ -69,7 +91,7 @@ def now_us() -> int:
 class Forwarder:
     """Registers the link and the engine's host-socket epoll with the loop and keeps timers."""
 
-    def __init__(self, stack: Stack, policy: TcpPolicy, *, loop: asyncio.AbstractEventLoop | None = None,
+    def __init__(self, stack: Stack, policy: Policy, *, loop: asyncio.AbstractEventLoop | None = None,
                  max_pending_per_destination: int = 256,
                  on_slow_frames: Callable[[list[bytes]], None] | None = None,
                  on_closed: Callable[[], None] | None = None):
@@ -87,14 +109,33 @@ class Forwarder:
         self._timer_at = 0
         self._writer = False
         self.closed = False
-        self.flow_events = {"new": 0, "established": 0, "closed": 0, "refused": 0, "deferred": 0}
+        self._ping_denied = False
+        self.flow_events = {"new": 0, "established": 0, "closed": 0, "refused": 0, "deferred": 0,
+                            "udp_new": 0, "icmp_new": 0, "dgram_refused": 0, "dgram_closed": 0}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self.loop.add_reader(self.link.fileno(), self._on_link)
         self.loop.add_reader(self.engine.fileno(), self._on_host)
+        if self.stack.dgram_fileno() >= 0:
+            self.loop.add_reader(self.stack.dgram_fileno(), self._on_dgram)
         self._after(now_us())
+
+    def shutdown(self) -> None:
+        """Abort every TCP flow (RST both ways) and write the link once more."""
+        now = now_us()
+        for info in self.engine.flows():
+            try:
+                self.engine.close_flow(info["flow"], True, now)
+            except Exception:  # a flow that closed meanwhile
+                pass
+        for info in self.stack.dgram_flows():
+            self.stack.dgram_close(info["flow"])
+        try:
+            self.stack.output(now)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self.closed:
@@ -102,8 +143,10 @@ class Forwarder:
         self.closed = True
         self.loop.remove_reader(self.link.fileno())
         self.loop.remove_reader(self.engine.fileno())
+        if self.stack.dgram_fileno() >= 0:
+            self.loop.remove_reader(self.stack.dgram_fileno())
         if self._writer:
-            self.loop.remove_writer(self.link.fileno())
+            self.loop.remove_writer(self.link.write_fileno())
         if self._timer:
             self._timer.cancel()
         if self.on_closed:
@@ -128,6 +171,11 @@ class Forwarder:
     def _on_host(self) -> None:
         now = now_us()
         self.stack.poll_host(now)
+        self._after(now)
+
+    def _on_dgram(self) -> None:
+        now = now_us()
+        self.stack.poll_dgram(now)
         self._after(now)
 
     def _on_timer(self) -> None:
@@ -161,6 +209,12 @@ class Forwarder:
                     self.flow_events["established"] += 1
                     self._connect_finished(flow)
             self.stack.output(now)
+        dgram_events = self.stack.dgram_events()
+        for ev, flow, proto, err, tup in dgram_events:
+            if ev == 1:
+                self._new_dgram_flow(flow, proto, tup, now)
+            else:
+                self.flow_events["dgram_closed"] += 1
         if self.on_slow_frames is not None:
             frames = self.stack.slow_frames()
             if frames:
@@ -168,11 +222,12 @@ class Forwarder:
         deadline = self.stack.timers(now)
         self._arm(deadline)
         blocked = self.link.blocked
+        # Wait for the descriptor frames are written to (not the one read: stdio has two).
         if blocked and not self._writer:
-            self.loop.add_writer(self.link.fileno(), self._on_writable)
+            self.loop.add_writer(self.link.write_fileno(), self._on_writable)
             self._writer = True
         elif not blocked and self._writer:
-            self.loop.remove_writer(self.link.fileno())
+            self.loop.remove_writer(self.link.write_fileno())
             self._writer = False
 
     def _arm(self, deadline: int) -> None:
@@ -240,3 +295,61 @@ class Forwarder:
         self._pending[dst] = self._pending.get(dst, 0) + 1
         self._flow_dst[flow] = dst
         self.engine.attach(flow, sock, now)
+
+    def _new_dgram_flow(self, flow: int, proto: int, tup, now: int) -> None:
+        gip, gport, dip, dport = tup
+        try:
+            if proto == UDP:
+                self.flow_events["udp_new"] += 1
+                decision = self.policy.udp_target(gip, gport, dip, dport)
+            else:
+                self.flow_events["icmp_new"] += 1
+                decision = self.policy.icmp_target(gip, dip)
+        except Exception:
+            log.exception("datagram policy failed for %s -> %s", gip, dip)
+            decision = Refuse(Refusal.ADMIN_PROHIBITED)
+        if isinstance(decision, Refuse):
+            self.flow_events["dgram_refused"] += 1
+            self.stack.dgram_refuse(flow, DGRAM_REFUSAL_CODES.get(decision.how, 3), now)
+            return
+        if isinstance(decision, Handoff):
+            # SEQPACKET keeps datagram boundaries and, unlike SOCK_DGRAM, tells the service when
+            # the flow ends (the C side closes its end at the idle timeout): recv() returns b"".
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            theirs.setblocking(False)
+            self.stack.dgram_attach(flow, ours, now)
+            decision.handler(theirs, tup)
+            return
+        family = socket.AF_INET6 if ":" in decision.host else socket.AF_INET
+        raw = False
+        try:
+            if proto == UDP:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+            else:
+                sock, raw = self._icmp_socket(family)
+            try:
+                if decision.bind:
+                    sock.bind((decision.bind, 0))
+                sock.connect((decision.host, decision.port if proto == UDP else 0))
+            except OSError:
+                sock.close()
+                raise
+        except OSError as e:
+            self.flow_events["dgram_refused"] += 1
+            how = CONNECT_ERRORS.get(e.errno or 0, Refusal.HOST_UNREACHABLE)
+            self.stack.dgram_refuse(flow, -1 if proto == ICMP else DGRAM_REFUSAL_CODES.get(how, 1), now)
+            return
+        self.stack.dgram_attach(flow, sock, now, raw=raw)
+
+    def _icmp_socket(self, family: int) -> tuple[socket.socket, bool]:
+        """A ping socket (unprivileged ICMP, net.ipv4.ping_group_range), or a raw socket when we
+        are privileged and ping sockets are not allowed. Raises when neither is possible: then
+        the guest's echo goes unanswered, as it would with no route (never a forged reply)."""
+        proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+        if not self._ping_denied:
+            try:
+                return socket.socket(family, socket.SOCK_DGRAM, proto), False
+            except PermissionError:
+                self._ping_denied = True
+                log.info("ping sockets are not allowed (net.ipv4.ping_group_range); trying raw sockets")
+        return socket.socket(family, socket.SOCK_RAW, proto), True

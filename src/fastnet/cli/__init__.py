@@ -11,8 +11,11 @@ import sys
 
 from fastnet import __version__
 from fastnet.cli import inspect as _inspect
+from fastnet.cli import proxyenv as _proxyenv
+from fastnet.cli import run as _run
+from fastnet.cli import serve as _serve
 
-SUBCOMMANDS = [_inspect]
+SUBCOMMANDS = [_serve, _run, _inspect, _proxyenv]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,5 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (OSError, ValueError) as e:
-        print(f"fastnet {args.command}: error: {e}", file=sys.stderr)
+        msg = e.strerror if isinstance(e, OSError) and e.strerror and not e.filename else str(e)
+        print(f"fastnet {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -1,0 +1,92 @@
+"""``fastnet run [options] -- CMD [ARGS...]``: run CMD in its own network namespace (and user
+namespace when not root) whose network is served by fastnet, and exit with CMD's status.
+
+The command sees a TAP device with the first guest address, a default route via the gateway,
+the gateway as its DNS server (fastnet answers the host aliases there) and, as a fallback for
+programs that never ask DNS, the aliases in its own /etc/hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+
+from fastnet.aio.namespace import Sandbox
+from fastnet.cli.common import add_network_options, run_until_signalled, setup_logging
+from fastnet.cli.serve import start_network
+from fastnet.errors import ConfigError
+
+HOST_NAMES = ["host.docker.internal", "docker.for.mac.localhost", "docker.for.mac.host.internal",
+              "host.containers.internal"]
+GATEWAY_NAMES = ["gateway.docker.internal", "docker.for.mac.gateway.internal", "gateway.containers.internal"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a command in a new network namespace served by fastnet")
+    p.add_argument("--tap-offload", action="store_true", help="TAP with TSO/checksum offload")
+    add_network_options(p)
+    p.add_argument("cmd", nargs="+", metavar="CMD", help="the command (after --)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    setup_logging(args.verbose)
+    if not args.cmd:
+        raise ConfigError("no command given (fastnet run -- CMD ...)")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    network = start_network(args, loop)
+    cfg = network.config
+    lease = network.pool.allocate(uuid="fastnet-run")
+    tmp = tempfile.TemporaryDirectory(prefix="fastnet-run-")
+    resolv = os.path.join(tmp.name, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write(f"nameserver {cfg.dns_server}\n" + (f"search {' '.join(cfg.search)}\n" if cfg.search else ""))
+    hosts = os.path.join(tmp.name, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
+        if cfg.host_alias is not None:
+            f.write(f"{cfg.host_alias} {' '.join(HOST_NAMES)}\n")
+        f.write(f"{cfg.gateway} {' '.join(GATEWAY_NAMES)}\n")
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    try:
+        box = Sandbox(cmd, mtu=cfg.mtu, ip=str(lease.ip), prefix=cfg.subnet.prefixlen, gateway=str(cfg.gateway),
+                      mac=lease.mac, offload=args.tap_offload, resolv_conf=resolv, hosts=hosts)
+    except OSError as e:
+        tmp.cleanup()
+        raise OSError(e.errno, f"cannot create the namespace: {e.strerror or e}") from None
+    from fastnet import _io
+
+    network.attach(box.tap_fd, "tap", link_kind=_io.LINK_TAP, framing=10 if args.tap_offload else 0,
+                   offload=args.tap_offload, uuid="fastnet-run", lease=lease, name="run")
+    status = {"code": None}
+    pidfd = os.pidfd_open(box.pid)
+
+    def child_exited():
+        loop.remove_reader(pidfd)
+        status["code"] = box.wait()
+        network.shutdown()
+        loop.call_later(0.05, loop.stop)
+
+    loop.add_reader(pidfd, child_exited)
+    box.start()
+
+    def stop():
+        # A signal to us goes on to the command; we exit when it does.
+        try:
+            os.kill(box.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    loop.run_forever()
+    os.close(pidfd)
+    loop.close()
+    tmp.cleanup()
+    err = box.exec_error()
+    if err:
+        print(err, file=__import__("sys").stderr)
+    return status["code"] if status["code"] is not None else 1
