@@ -40,7 +40,7 @@ def ext(name, csources=(), numpy_api=False):
 
 
 WIRE_C = ["fn_checksum.c", "fn_wire.c", "fn_build.c"]
-TCP_C = WIRE_C + ["fn_assembler.c", "fn_flowtab.c", "fn_txq.c", "fn_tcp.c", "fn_hostsys.c", "fn_memhost.c"]
+TCP_C = WIRE_C + ["fn_assembler.c", "fn_flowtab.c", "fn_txq.c", "fn_txlog.c", "fn_tcp.c", "fn_hostsys.c", "fn_memhost.c"]
 
 IO_C = TCP_C + ["fn_fault.c", "fn_link.c", "fn_frag.c", "fn_dgram.c", "fn_stack.c"]
 

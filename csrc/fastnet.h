@@ -10,6 +10,7 @@
 #include "fn_seq.h"
 #include "fn_assembler.h"
 #include "fn_flowtab.h"
+#include "fn_txlog.h"
 #include "fn_txq.h"
 #include "fn_tcp.h"
 #include "fn_memhost.h"

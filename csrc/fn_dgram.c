@@ -492,12 +492,35 @@ int fn_dgram_attach(struct fn_dgram *d, uint64_t flow, int fd, int raw, uint64_t
     return 0;
 }
 
+uint64_t fn_dgram_open(struct fn_dgram *d, const uint8_t guest_mac[6], const uint8_t guest_ip[4], uint16_t guest_port,
+                       const uint8_t remote_ip[4], uint16_t remote_port, int fd, uint64_t now) {
+    d->now = now;
+    struct fn_flowkey k;
+    fn_flowkey_v4(&k, FN_IPPROTO_UDP, guest_ip, guest_port, remote_ip, remote_port);
+    if (fn_flowtab_find(&d->tab, &k, key_of, d) != NONE)
+        return 0;
+    struct fn_dgram_flow *f = flow_alloc(d, &k);
+    if (!f)
+        return 0;
+    uint32_t i = (uint32_t)(f - d->fl);
+    memcpy(f->guest_mac, guest_mac, 6);
+    f->state = FN_DG_PENDING;
+    f->last = now;
+    f->ttl = 64;
+    uint64_t id = flow_id(d, i);
+    if (fn_dgram_attach(d, id, fd, 0, now) < 0) {
+        flow_free(d, i, EBADF);
+        return 0;
+    }
+    return id;
+}
+
 int fn_dgram_refuse(struct fn_dgram *d, uint64_t flow, int how, uint64_t now) {
     d->now = now;
     struct fn_dgram_flow *f = by_id(d, flow);
     if (!f || f->state != FN_DG_PENDING)
         return -1;
-    if (how > 0 && f->pend_len >= 2) {
+    if (how >= 0 && f->pend_len >= 2) {
         uint32_t n = fn_ld_le16(f->pend);
         emit_icmp_error(d, f, 3, (uint8_t)how, f->key.remote_ip + 12, f->pend + 2, n);
     }

@@ -102,9 +102,14 @@ void fn_dgram_poll(struct fn_dgram *d, uint64_t now);
 /* Expire idle flows; returns the next deadline (µs) or 0. */
 uint64_t fn_dgram_timers(struct fn_dgram *d, uint64_t now);
 int fn_dgram_attach(struct fn_dgram *d, uint64_t flow, int fd, int raw, uint64_t now);
-/* Refuse a pending flow: how = 0 drop silently, else the ICMP unreachable code to send
+/* Refuse a pending flow: how < 0 drop silently, else the ICMP unreachable code to send
  * (3 port, 13 administratively prohibited, 0 net, 1 host). */
 int fn_dgram_refuse(struct fn_dgram *d, uint64_t flow, int how, uint64_t now);
+/* A UDP flow opened from the host side (a published port's client): datagrams read from fd go
+ * to guest_ip:guest_port as if from remote_ip:remote_port, and the guest's replies to that
+ * address go out on fd. fd must be a connected UDP socket. Returns the flow id, or 0. */
+uint64_t fn_dgram_open(struct fn_dgram *d, const uint8_t guest_mac[6], const uint8_t guest_ip[4], uint16_t guest_port,
+                       const uint8_t remote_ip[4], uint16_t remote_port, int fd, uint64_t now);
 int fn_dgram_close(struct fn_dgram *d, uint64_t flow);
 int fn_dgram_next_event(struct fn_dgram *d, struct fn_dgram_event *ev);
 const struct fn_dgram_flow *fn_dgram_get(const struct fn_dgram *d, uint64_t flow);

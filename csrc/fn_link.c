@@ -232,6 +232,13 @@ static int read_tap(struct fn_link *l, uint64_t now) {
     return 0;
 }
 
+/* The frame length in a stream link's prefix at h. */
+static uint32_t prefix_len(const struct fn_link *l, const uint8_t *h) {
+    if (l->prefix == 2)
+        return l->prefix_be ? fn_ld_be16(h) : fn_ld_le16(h);
+    return l->prefix_be ? fn_ld_be32(h) : (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+}
+
 static int read_stream(struct fn_link *l, uint64_t now) {
     /* Keep the unparsed tail of the previous read, at the front. */
     if (l->rpos) {
@@ -258,12 +265,7 @@ static int read_stream(struct fn_link *l, uint64_t now) {
             break; /* the socket is probably drained; parse what we have */
     }
     while (l->nrx < l->cap_rx - 2 && l->rlen - l->rpos >= l->prefix) {
-        const uint8_t *h = l->rbuf + l->rpos;
-        uint32_t len;
-        if (l->prefix == 2)
-            len = l->prefix_be ? fn_ld_be16(h) : fn_ld_le16(h);
-        else
-            len = l->prefix_be ? fn_ld_be32(h) : (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+        uint32_t len = prefix_len(l, l->rbuf + l->rpos);
         if (len < 14 || len > l->max_frame) {
             /* A stream cannot be resynchronised after a bad length (passt does the same). */
             l->st.rx_bad_len++;
@@ -645,6 +647,14 @@ uint64_t fn_link_deadline(const struct fn_link *l) {
     if (!b)
         return a;
     return a < b ? a : b;
+}
+
+int fn_link_pending(const struct fn_link *l) {
+    if (l->kind != FN_LINK_STREAM || l->rlen - l->rpos < l->prefix)
+        return 0;
+    uint32_t len = prefix_len(l, l->rbuf + l->rpos);
+    /* A bad length counts as pending too: the next read reports it. */
+    return len < 14 || len > l->max_frame || l->rlen - l->rpos - l->prefix >= len;
 }
 
 /* ---- TAP devices ---- */

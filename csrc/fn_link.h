@@ -87,6 +87,9 @@ int fn_link_pcap(struct fn_link *l, int fd, uint32_t snaplen);
 void fn_link_pcap_flush(struct fn_link *l);
 /* Next time a fault-held frame is due (0 = none). */
 uint64_t fn_link_deadline(const struct fn_link *l);
+/* A stream read can bring in more whole frames than one batch takes: they wait in the read
+ * buffer, where no readiness event will announce them. 1 when at least one does. */
+int fn_link_pending(const struct fn_link *l);
 
 /* Open (creating it if needed) the TAP device `name` inside the network namespace at
  * netns_path (NULL: the current one). vnet_hdr asks for IFF_VNET_HDR and, with offload != 0,

@@ -194,6 +194,16 @@ static int switch_frame(struct fn_stack *s, const uint8_t *p, uint32_t len) {
     return 1;
 }
 
+/* moby/vpnkit's vmnet client library (go/pkg/vmnet, which rootlesskit's vpnkit driver uses to
+ * learn its address) sends its DHCP DISCOVER with the IPv4 header checksum left at 0, "as if
+ * offloaded", and vpnkit answers it. Exactly that is let through: a zero checksum field on a
+ * DHCP client message (UDP 68 -> 67); any other bad header checksum is still dropped. */
+static int unchecksummed_dhcp(const uint8_t *p, const struct fn_frame *f) {
+    const uint8_t *ip = p + f->l3_off, *udp = p + f->l4_off;
+    return f->kind == FN_KIND_UDP4 && ip[10] == 0 && ip[11] == 0 && f->l4_len >= 8 &&
+           fn_ld_be16(udp) == 68 && fn_ld_be16(udp + 2) == 67;
+}
+
 void fn_stack_input(struct fn_stack *s, const uint8_t *p, uint32_t len, int csum_ok, uint64_t now) {
     struct fn_frame f;
     s->st.frames++;
@@ -222,8 +232,17 @@ void fn_stack_input(struct fn_stack *s, const uint8_t *p, uint32_t len, int csum
         break;
     case FN_KIND_UDP4:
     case FN_KIND_ICMP4:
-        if (!csum_ok && fn_ipv4_verify(p + f.l3_off) != FN_OK) {
+        if (!csum_ok && fn_ipv4_verify(p + f.l3_off) != FN_OK && !unchecksummed_dhcp(p, &f)) {
             s->st.malformed[-FN_EIPV4_CSUM]++;
+            return;
+        }
+        /* RFC 1122 §4.1.3.4 / §3.2.2: a datagram whose (non-zero) checksum is wrong is
+         * silently discarded, never forwarded to the host with a fresh one. */
+        if (!csum_ok && fn_l4_verify(p, &f) != FN_OK) {
+            if (s->dgram)
+                s->dgram->st.bad_csum++;
+            else
+                s->st.malformed[-FN_EL4_CSUM]++;
             return;
         }
         if (datagram(s, p + FN_ETH_OFF_SRC, p + f.l3_off, &f, p, now))

@@ -149,6 +149,17 @@ void fn_tcp_config_default(struct fn_tcp_config *c) {
 /* ------------------------------------------------------------------------------------------ */
 /* engine lifetime */
 
+/* A flow's buffers, allocated on first use: receive ring, reassembly and SACK scoreboards,
+ * transmission log. */
+static void tcb_free_bufs(struct fn_tcb *c) {
+    free(c->ring);
+    free(c->oo);
+    free(c->sacked);
+    fn_txlog_free(&c->txlog);
+    c->ring = NULL;
+    c->oo = c->sacked = NULL;
+}
+
 struct fn_tcp *fn_tcp_new(const struct fn_tcp_config *cfg, const struct fn_host_ops *ops, struct fn_txq *txq) {
     if (cfg->rx_buf < 4096 || (cfg->rx_buf & (cfg->rx_buf - 1)) || cfg->max_flows == 0 || cfg->mss < 64 ||
         cfg->tx_seg_max < cfg->mss || cfg->tx_seg_max > 65495 || cfg->mss > 65495)
@@ -188,9 +199,7 @@ void fn_tcp_free(struct fn_tcp *t) {
             struct fn_tcb *c = &t->tcb[i];
             if (c->state != FN_TCP_CLOSED && c->fd >= 0)
                 t->ops.close(t->ops.ctx, c->fd, 1);
-            free(c->ring);
-            free(c->oo);
-            free(c->sacked);
+            tcb_free_bufs(c);
         }
     }
     free(t->tcb);
@@ -278,9 +287,7 @@ static void touch(struct fn_tcp *t, struct fn_tcb *c) {
 static void tcb_reinit(struct fn_tcp *t, struct fn_tcb *c, const struct fn_flowkey *k) {
     uint32_t gen = c->gen + 1, keep = c->flags & (FN_TCBF_TOUCHED | FN_TCBF_BLOCKED);
     uint32_t nt = c->next_touched, nb = c->next_blocked;
-    free(c->ring); /* a TIME-WAIT TCB taken over may still hold these */
-    free(c->oo);
-    free(c->sacked);
+    tcb_free_bufs(c); /* a TIME-WAIT TCB taken over may still hold these */
     memset(c, 0, sizeof(*c));
     c->gen = gen ? gen : 1;
     c->flags = keep;
@@ -365,11 +372,7 @@ static void flow_free(struct fn_tcp *t, struct fn_tcb *c) {
         c->fd = -1;
     }
     fn_flowtab_remove(&t->tab, &c->key, key_of, t);
-    free(c->ring);
-    free(c->oo);
-    free(c->sacked);
-    c->ring = NULL;
-    c->oo = c->sacked = NULL;
+    tcb_free_bufs(c);
     push_event(t, flow_id(t, idx), FN_TEV_CLOSED, c->close_err);
     c->state = FN_TCP_CLOSED;
     c->next_free = t->free_head;
@@ -636,6 +639,8 @@ static long send_run(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t 
         done += pl;
         t->st.segs_out++;
     }
+    if (fn_txlog_sent(&c->txlog, seq, seq + (uint32_t)n, t->now) < 0)
+        t->st.nomem++; /* the log keeps a coarser picture: see fn_txlog_sent() */
     t->st.bytes_out += (uint64_t)n;
     c->bytes_h2g += (uint64_t)n;
     c->flags &= ~(FN_TCBF_ACK_NOW | FN_TCBF_WND_UPDATE);
@@ -665,6 +670,8 @@ static void rto_start(struct fn_tcp *t, struct fn_tcb *c) {
 static int send_fin(struct fn_tcp *t, struct fn_tcb *c) {
     if (send_ctl(t, c, c->host_fin_seq, FN_TCP_FIN | FN_TCP_ACK) < 0)
         return -1;
+    /* The FIN takes a sequence number and is recovered like data. */
+    fn_txlog_sent(&c->txlog, c->host_fin_seq, c->host_fin_seq + 1, t->now);
     c->flags |= FN_TCBF_FIN_SENT;
     c->snd_nxt = c->host_fin_seq + 1;
     if (fn_seq_gt(c->snd_nxt, c->snd_max))
@@ -691,7 +698,11 @@ static uint32_t pipe_bytes(const struct fn_tcb *c);
  * the pipe while recovering (RFC 6675 §5 step (C)), against the flight otherwise. */
 static uint32_t send_limit(const struct fn_tcb *c) {
     uint32_t wnd_edge = c->snd_una + c->snd_wnd;
-    if (c->flags & FN_TCBF_RECOVERY) {
+    /* The congestion window bounds what is in the network (RFC 6675 §5 pipe), not the span
+     * from snd_una: data the guest SACKed has left it. While a hole waits out RACK's
+     * reordering window, new data keeps flowing instead of the window stalling on the hole
+     * (Linux counts packets in flight the same way). */
+    if ((c->flags & FN_TCBF_RECOVERY) || asm_n(c->sacked)) {
         uint32_t pipe = pipe_bytes(c);
         uint32_t room = c->cwnd > pipe ? c->cwnd - pipe : 0;
         uint32_t edge = c->snd_max + room;
@@ -786,6 +797,7 @@ static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t
     if ((c->flags & FN_TCBF_HOST_EOF) && seq == c->host_fin_seq) {
         if (send_ctl(t, c, seq, FN_TCP_FIN | FN_TCP_ACK) < 0)
             return -1;
+        fn_txlog_sent(&c->txlog, seq, seq + 1, t->now);
         t->st.rexmits++;
         c->rexmits++;
         return 1;
@@ -808,44 +820,23 @@ static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t
     if (n > 0) {
         t->st.rexmits++;
         c->rexmits++;
+        if (c->rxt_lo == c->rxt_hi || fn_seq_lt(c->rxt_hi, c->snd_una)) {
+            c->rxt_lo = seq;
+            c->rxt_hi = seq + (uint32_t)n;
+        } else {
+            c->rxt_lo = fn_seq_min(c->rxt_lo, seq);
+            c->rxt_hi = fn_seq_max(c->rxt_hi, seq + (uint32_t)n);
+        }
         if (c->rtt_time && fn_seq_le(seq, c->rtt_seq))
             c->rtt_time = 0; /* Karn's algorithm: no sample from retransmitted data */
     }
     return n > 0 ? (int)n : 0;
 }
 
-/* Sequence-number bytes the guest has SACKed above snd_una. */
-static uint32_t sacked_bytes(const struct fn_tcb *c) {
+/* Bytes of [start, end) (sequence numbers) that the guest has not SACKed. */
+static uint32_t unsacked(const struct fn_tcb *c, uint32_t start, uint32_t end) {
     const struct fn_assembler *a = asm_ro(c->sacked);
-    uint32_t b = 0;
-    for (int i = 0; i < a->n; i++)
-        b += a->r[i].end - a->r[i].start;
-    return b;
-}
-
-/* RFC 6675 §4 IsLost, as one boundary: a hole is lost when at least dupthresh segments' worth
- * of SACKed data lies above it. Returns the offset (from snd_una) below which holes are lost;
- * after a timeout everything unacknowledged is. */
-static uint32_t lost_below(const struct fn_tcb *c) {
-    if (c->flags & FN_TCBF_RTO_LOSS)
-        return c->snd_max - c->snd_una;
-    const struct fn_assembler *a = asm_ro(c->sacked);
-    if ((c->flags & FN_TCBF_RACK_LOSS) && a->n)
-        return a->r[a->n - 1].start; /* RACK: everything sent before the newest delivery */
-    uint32_t need = (uint32_t)(c->dupthresh > 1 ? c->dupthresh - 1 : 1) * c->snd_mss + 1, got = 0;
-    for (int i = a->n - 1; i >= 0; i--) {
-        got += a->r[i].end - a->r[i].start;
-        if (got >= need)
-            return a->r[i].end - (got - need) - 1; /* the point with `need` SACKed bytes above */
-    }
-    /* Without enough SACK information (or without SACK): only the first segment, once the
-     * duplicate ACKs said so (RFC 5681 §3.2). */
-    return (c->flags & FN_TCBF_RECOVERY) ? c->snd_mss : 0;
-}
-
-/* Bytes of [snd_una + from, snd_una + to) that are not SACKed. */
-static uint32_t unsacked_between(const struct fn_tcb *c, uint32_t from, uint32_t to) {
-    const struct fn_assembler *a = asm_ro(c->sacked);
+    uint32_t from = start - c->snd_una, to = end - c->snd_una;
     uint32_t b = to > from ? to - from : 0;
     for (int i = 0; i < a->n && b; i++) {
         uint32_t l = a->r[i].start > from ? a->r[i].start : from;
@@ -856,45 +847,59 @@ static uint32_t unsacked_between(const struct fn_tcb *c, uint32_t from, uint32_t
     return b;
 }
 
-/* RFC 6675 §4 SetPipe, simplified to boundaries: what is outstanding, minus what the guest
- * holds, minus holes deemed lost and not retransmitted yet. */
+/* RFC 6675 §4 SetPipe: bytes in flight = outstanding, not SACKed, not deemed lost (a lost
+ * range counts again once retransmitted: the log clears its mark). */
 static uint32_t pipe_bytes(const struct fn_tcb *c) {
-    uint32_t out = c->snd_max - c->snd_una - sacked_bytes(c);
-    uint32_t lost = lost_below(c), done = c->rexmit_nxt - c->snd_una;
-    if (fn_seq_lt(c->rexmit_nxt, c->snd_una))
-        done = 0;
-    uint32_t lost_left = done < lost ? unsacked_between(c, done, lost) : 0;
-    return out > lost_left ? out - lost_left : 0;
+    uint32_t pipe = 0;
+    for (uint32_t i = 0; i < c->txlog.n; i++) {
+        const struct fn_txlog_ent *e = &c->txlog.e[i];
+        if (!e->lost)
+            pipe += unsacked(c, fn_seq_max(e->start, c->snd_una), e->end);
+    }
+    /* Without SACK each duplicate ACK stands for one segment that left the network (the
+     * window inflation of RFC 6582 §3.2, in pipe terms). */
+    if (!(c->flags & FN_TCBF_SACK)) {
+        uint64_t left = (uint64_t)c->dupacks * c->snd_mss;
+        pipe = left < pipe ? pipe - (uint32_t)left : 0;
+    }
+    return pipe;
 }
 
-/* RFC 6675 §4 NextSeg rule 1: the first lost hole at or above HighRxt. Returns its offset from
- * snd_una and its length in *len (0 when there is none). */
-static uint32_t next_lost_hole(const struct fn_tcb *c, uint32_t *len) {
-    uint32_t lost = lost_below(c);
-    uint32_t off = fn_seq_gt(c->rexmit_nxt, c->snd_una) ? c->rexmit_nxt - c->snd_una : 0;
-    const struct fn_assembler *a = asm_ro(c->sacked);
-    *len = 0;
-    for (int i = 0; i <= a->n && off < lost; i++) {
-        uint32_t hole_end = i < a->n ? a->r[i].start : c->snd_max - c->snd_una;
-        if (hole_end > lost)
-            hole_end = lost;
-        if (i < a->n && off >= a->r[i].end)
+/* RACK's reordering window (RFC 8985 §6.2): a quarter of the minimum RTT, at least 1 ms on
+ * this link (frames of a guest link can be held back that long by a busy vCPU), widened by
+ * D-SACKs that proved a retransmission needless, at most 16 ms. */
+static uint64_t reo_wnd(const struct fn_tcb *c) {
+    uint64_t base = c->min_rtt / 4 > 1000 ? c->min_rtt / 4 : 1000;
+    uint64_t w = base * (c->reo_mult ? c->reo_mult : 1);
+    return w < 16000 ? w : 16000;
+}
+
+/* RACK.xmit_ts (RFC 8985 §6.1): the newest send time among the log ranges overlapping data the
+ * guest just delivered (cumulatively or by SACK). An ACK of a retransmitted range may be for
+ * the original transmission: with timestamps the echo tells (TSecr older than the resend), and
+ * an ACK within a minimum RTT of the resend cannot be for it (§6.1 step 2). */
+static void rack_delivered(struct fn_tcp *t, struct fn_tcb *c, uint32_t start, uint32_t end, uint32_t tsecr) {
+    for (uint32_t i = 0; i < c->txlog.n; i++) {
+        const struct fn_txlog_ent *e = &c->txlog.e[i];
+        if (!fn_seq_lt(e->start, end))
+            break;
+        if (!fn_seq_gt(e->end, start))
             continue;
-        if (i < a->n && off >= a->r[i].start) { /* inside a SACKed range: skip past it */
-            off = a->r[i].end;
+        if (e->rexmit && ((tsecr && fn_seq_lt(tsecr, ts_now(e->sent))) || t->now - e->sent < c->min_rtt))
             continue;
-        }
-        if (hole_end > off) {
-            *len = hole_end - off;
-            return off;
+        uint32_t hi = fn_seq_lt(e->end, end) ? e->end : end;
+        if (e->sent > c->rack_xmit || (e->sent == c->rack_xmit && fn_seq_gt(hi, c->rack_end))) {
+            c->rack_xmit = e->sent;
+            c->rack_end = hi;
+            c->rack_rtt = (uint32_t)(t->now - e->sent);
         }
     }
-    return off;
 }
 
-/* Enter loss recovery: halve (RFC 5681 §3.2 step 2, RFC 6675 §5 step 4), remembering what an
- * undo restores when the guest later shows the retransmissions were not needed. */
-static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout) {
+/* Enter loss recovery, remembering what an undo restores when the guest later shows the
+ * retransmissions were not needed (RFC 3708, RFC 4015). `lost` is how much was just found
+ * lost, which decides the reduction. */
+static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout, uint32_t lost) {
     uint32_t flight = c->snd_max - c->snd_una;
     if (!(c->flags & (FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS))) {
         c->prior_cwnd = c->cwnd;
@@ -904,28 +909,74 @@ static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout) {
     }
     /* How much to back off. The guest link is point to point: its only queue is the guest's
      * own receive backlog, and when that overflows it drops the tail of a burst, several
-     * segments in a row. A single short hole with delivered data after it is link noise (a
-     * lost or corrupted frame), and shrinking the window for it only slows the transfer
-     * (Mathis: at 1 % loss Reno gets ~12 segments per round trip). So: an isolated hole is
-     * retransmitted without a reduction; bursts, several holes, or a timeout reduce by CUBIC's
-     * beta = 0.7 (RFC 9438 §4.6; Reno's 0.5 is for shared Internet paths), and a timeout
-     * restarts from one segment (RFC 5681 eqn. 4). */
-    const struct fn_assembler *a = asm_ro(c->sacked);
-    int isolated = !timeout && a->n >= 1 && a->r[0].start <= 2u * c->snd_mss &&
-                   (a->n == 1 || a->r[1].start - a->r[0].end > 4u * c->snd_mss);
+     * segments in a row. A short loss with delivered data after it is link noise (a lost or
+     * corrupted frame), and shrinking the window for it only slows the transfer (Mathis: at
+     * 1 % loss Reno gets ~12 segments per round trip). So: up to two segments lost are
+     * retransmitted without a reduction; more, or a timeout, reduce by CUBIC's beta = 0.7
+     * (RFC 9438 §4.6; Reno's 0.5 is for shared Internet paths), and a timeout restarts from one
+     * segment (RFC 5681 eqn. 4). */
+    int isolated = !timeout && lost <= 2u * c->snd_mss;
     uint32_t reduced = isolated ? flight : (uint32_t)((uint64_t)flight * 7 / 10);
     c->ssthresh = reduced > 2u * c->snd_mss ? reduced : 2u * c->snd_mss;
     if (isolated && c->prior_ssthresh > c->ssthresh)
         c->ssthresh = c->prior_ssthresh;
-    c->cwnd = timeout ? c->snd_mss : c->ssthresh;
+    c->cwnd = timeout ? c->snd_mss : (isolated && c->cwnd > c->ssthresh ? c->cwnd : c->ssthresh);
     c->cwnd_acc = 0;
     c->recover = c->snd_max;
-    c->rexmit_nxt = c->snd_una;
-    c->flags |= FN_TCBF_RECOVERY;
+    c->flags |= FN_TCBF_RECOVERY | FN_TCBF_RXT_FIRST;
+    if (c->reo_persist && --c->reo_persist == 0)
+        c->reo_mult = 1;
     if (timeout)
         c->flags |= FN_TCBF_RTO_LOSS;
     c->flags &= ~FN_TCBF_TLP;
-    c->t_reo = 0;
+}
+
+/* RACK loss detection (RFC 8985 §6.2): a range sent before the newest delivered data, and
+ * not delivered itself RACK.rtt plus the reordering window after it was sent, is lost. Ranges
+ * not yet that old arm the reordering timer. */
+static void rack_detect(struct fn_tcp *t, struct fn_tcb *c) {
+    if (!(c->flags & FN_TCBF_SACK) || !c->rack_xmit)
+        return;
+    uint64_t wait = (uint64_t)c->rack_rtt + reo_wnd(c), next = 0;
+    uint32_t lost = 0;
+    for (uint32_t i = 0; i < c->txlog.n; i++) {
+        struct fn_txlog_ent *e = &c->txlog.e[i];
+        if (e->lost)
+            continue;
+        /* Sent before the delivered data: earlier, or in the same burst at a lower sequence
+         * (one log entry can hold a whole burst). */
+        uint32_t lim;
+        if (e->sent < c->rack_xmit)
+            lim = e->end;
+        else if (e->sent == c->rack_xmit && fn_seq_lt(e->start, c->rack_end))
+            lim = fn_seq_lt(e->end, c->rack_end) ? e->end : c->rack_end;
+        else
+            continue;
+        uint32_t u = unsacked(c, fn_seq_max(e->start, c->snd_una), lim);
+        if (!u)
+            continue;
+        if (e->sent + wait <= t->now) {
+            if (e->rexmit)
+                t->st.lost_rexmits++;
+            if (lim != e->end)
+                fn_txlog_mark_lost(&c->txlog, e->start, lim); /* splits the entry */
+            else
+                e->lost = 1;
+            lost += u;
+        } else if (!next || e->sent + wait < next) {
+            next = e->sent + wait;
+        }
+    }
+    c->t_reo = next;
+    if (next)
+        timer_arm(t, c);
+    if (lost) {
+        if (!(c->flags & FN_TCBF_RECOVERY)) {
+            enter_recovery(t, c, 0, lost);
+            t->st.fast_rexmits++;
+        }
+        touch(t, c);
+    }
 }
 
 static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
@@ -934,39 +985,61 @@ static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
         c->cwnd = c->prior_cwnd;
     if (c->prior_ssthresh > c->ssthresh)
         c->ssthresh = c->prior_ssthresh;
-    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS | FN_TCBF_UNDO);
+    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_UNDO | FN_TCBF_RXT_FIRST);
     c->dupacks = 0;
+    fn_txlog_clear_lost(&c->txlog);
     t->st.undos++;
 }
 
-/* While in recovery: retransmit lost holes, then new data, as long as the pipe allows. */
+/* The first byte of a lost, un-SACKed range (and how much of it is contiguous), or 0 length. */
+static uint32_t next_lost(const struct fn_tcb *c, uint32_t *len) {
+    const struct fn_assembler *a = asm_ro(c->sacked);
+    for (uint32_t i = 0; i < c->txlog.n; i++) {
+        const struct fn_txlog_ent *e = &c->txlog.e[i];
+        if (!e->lost)
+            continue;
+        uint32_t s = fn_seq_max(e->start, c->snd_una) - c->snd_una, end = e->end - c->snd_una;
+        for (int k = 0; k <= a->n && s < end; k++) {
+            if (k < a->n && s >= a->r[k].end)
+                continue;
+            if (k < a->n && s >= a->r[k].start) {
+                s = a->r[k].end; /* skip what the guest holds */
+                continue;
+            }
+            uint32_t stop = k < a->n && a->r[k].start < end ? a->r[k].start : end;
+            if (stop > s) {
+                *len = stop - s;
+                return c->snd_una + s;
+            }
+        }
+    }
+    *len = 0;
+    return 0;
+}
+
+/* While in recovery: retransmit lost ranges, then new data, as long as the pipe allows. */
 static void recovery_send(struct fn_tcp *t, struct fn_tcb *c) {
     for (int k = 0; k < 64; k++) {
         /* The first lost segment goes at once, whatever the pipe (RFC 5681 §3.2 step 2,
          * RFC 6675 §5 step 4.3); the rest as the pipe drains. */
-        int first = !fn_seq_gt(c->rexmit_nxt, c->snd_una);
-        uint32_t pipe = pipe_bytes(c);
-        if (pipe >= c->cwnd && !first)
+        if (pipe_bytes(c) >= c->cwnd && !(c->flags & FN_TCBF_RXT_FIRST))
             return;
-        uint32_t len, off = next_lost_hole(c, &len);
-        if (len) {
-            uint32_t seq = c->snd_una + off;
-            int n = retransmit(t, c, seq, len);
-            if (n <= 0)
-                return;
-            if (seq == c->snd_una)
-                c->una_rxt_time = t->now;
-            c->rexmit_nxt = seq + (uint32_t)n;
-            if (fn_seq_gt(c->rexmit_nxt, c->snd_nxt))
-                c->snd_nxt = c->rexmit_nxt;
-            c->undo_retrans++;
-            continue;
-        }
-        /* No lost hole left below HighRxt: new data, within cwnd - pipe (RFC 6675 rule 2). */
-        if (fn_seq_lt(c->snd_nxt, c->snd_max))
-            c->snd_nxt = c->snd_max;
-        return;
+        uint32_t len, seq = next_lost(c, &len);
+        if (!len)
+            break;
+        int n = retransmit(t, c, seq, len);
+        if (n <= 0)
+            return;
+        c->flags &= ~FN_TCBF_RXT_FIRST;
+        c->undo_retrans++;
+        if (fn_seq_gt(seq + (uint32_t)n, c->snd_nxt))
+            c->snd_nxt = seq + (uint32_t)n;
     }
+    /* Nothing lost is left to resend: new data next, within cwnd - pipe (RFC 6675 rule 2). */
+    uint32_t len;
+    next_lost(c, &len);
+    if (!len && fn_seq_lt(c->snd_nxt, c->snd_max))
+        c->snd_nxt = c->snd_max;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1193,6 +1266,8 @@ static void rtt_sample(struct fn_tcp *t, struct fn_tcb *c, uint64_t r) {
         c->rttvar = (3 * c->rttvar + d) / 4;
         c->srtt = (7 * c->srtt + rtt) / 8;
     }
+    if (!c->min_rtt || rtt < c->min_rtt)
+        c->min_rtt = rtt ? (uint32_t)rtt : 1;
     uint64_t rto = (uint64_t)c->srtt + 4 * (uint64_t)c->rttvar;
     if (rto < t->cfg.rto_min)
         rto = t->cfg.rto_min;
@@ -1228,6 +1303,7 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
      * block below the ACK, or inside the second block, is a D-SACK (RFC 2883 §4): it reports
      * a duplicate, i.e. one of our retransmissions was not needed. */
     int new_sack = 0;
+    uint32_t tsecr = (c->flags & FN_TCBF_TS) && (f->flags & FN_FRAME_TCP_TS) ? f->tcp.ts_ecr : 0;
     if ((c->flags & FN_TCBF_SACK) && (f->flags & FN_FRAME_TCP_SACK)) {
         for (int i = 0; i < f->tcp.nsack; i++) {
             uint32_t l = f->tcp.sack[i][0], r = f->tcp.sack[i][1];
@@ -1235,8 +1311,19 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                 (fn_seq_le(r, ack) || (f->tcp.nsack > 1 && fn_seq_ge(l, f->tcp.sack[1][0]) &&
                                        fn_seq_le(r, f->tcp.sack[1][1])))) {
                 t->st.dsacks_in++;
-                if (c->undo_retrans)
-                    c->undo_retrans--;
+                if (c->rxt_lo != c->rxt_hi && fn_seq_ge(l, c->rxt_lo) && fn_seq_le(r, c->rxt_hi)) {
+                    /* One of our retransmissions was needless: the reordering window was too
+                     * short. Widen it once per round trip, and keep it wide for 16 recoveries
+                     * (RFC 8985 §6.2 step 4). */
+                    if (c->undo_retrans)
+                        c->undo_retrans--;
+                    if (!c->dsack_round || fn_seq_ge(c->snd_una, c->dsack_round)) {
+                        c->dsack_round = c->snd_max;
+                        if (c->reo_mult < 8)
+                            c->reo_mult = c->reo_mult ? c->reo_mult + 1 : 2;
+                    }
+                    c->reo_persist = 16;
+                }
                 continue;
             }
             if (fn_seq_lt(l, ack))
@@ -1248,6 +1335,7 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                 continue;
             if (!fn_asm_contains(asm_ro(c->sacked), l - base, r - l) && asm_get(&c->sacked)) {
                 fn_asm_add(c->sacked, l - base, r - l);
+                rack_delivered(t, c, l, r, tsecr);
                 new_sack = 1;
             }
         }
@@ -1269,6 +1357,8 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
             rtt_sample(t, c, t->now - c->rtt_time);
             c->rtt_time = 0;
         }
+        rack_delivered(t, c, c->snd_una, ack, tsecr);
+        fn_txlog_acked(&c->txlog, ack);
         if (c->sacked)
             fn_asm_advance(c->sacked, acked);
         c->snd_una = ack;
@@ -1277,14 +1367,13 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
         c->retries = 0;
         c->probes = 0;
         c->dupacks = 0;
-        c->una_rxt_time = 0;
         /* Congestion control. */
         if (c->flags & FN_TCBF_RECOVERY) {
             if (fn_seq_ge(ack, c->recover)) {
                 /* The episode is over (RFC 6675 §5 step C, RFC 6582 §3.2 step 3). When the
                  * guest reported every retransmission as a duplicate, none was needed: undo. */
                 int undo = (c->flags & FN_TCBF_UNDO) && c->undo_retrans == 0 && !(c->flags & FN_TCBF_RTO_LOSS);
-                c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS);
+                c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RXT_FIRST);
                 if (undo) {
                     undo_recovery(t, c);
                     /* Reordering, not loss, set off that fast retransmit: wait for more
@@ -1295,8 +1384,18 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                 else if (c->cwnd > c->ssthresh || !(c->flags & FN_TCBF_UNDO))
                     c->cwnd = c->ssthresh;
                 c->flags &= ~FN_TCBF_UNDO;
-            } else if (c->flags & FN_TCBF_RTO_LOSS) {
-                c->cwnd += acked < c->snd_mss ? acked : c->snd_mss; /* slow start after a timeout */
+                /* Data sent during the episode and found lost in it starts the next one. */
+                uint32_t len;
+                next_lost(c, &len);
+                if (len && !undo)
+                    enter_recovery(t, c, 0, len);
+            } else {
+                if (c->flags & FN_TCBF_RTO_LOSS)
+                    c->cwnd += acked < c->snd_mss ? acked : c->snd_mss; /* slow start after a timeout */
+                /* NewReno partial ACK (RFC 6582 §3.2 step 4): without SACK, the segment at the
+                 * new snd_una is lost too. */
+                if (!(c->flags & FN_TCBF_SACK))
+                    fn_txlog_mark_lost(&c->txlog, ack, ack + c->snd_mss);
             }
         } else if (c->cwnd < c->ssthresh) {
             c->cwnd += acked; /* slow start, byte counting (RFC 3465): stretch ACKs are common */
@@ -1321,28 +1420,21 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
         touch(t, c);
     }
     /* Loss detection. With SACK, by time (RACK, RFC 8985 §6.2): data sent after a hole was
-     * delivered, so the hole is lost unless it is merely late; give reordering a quarter of a
-     * round trip (at least 1 ms), then call it lost. On this link reordering is far more
-     * common than loss and a duplicate-ACK count cannot tell them apart, while a small window
-     * or a tail loss never produces enough duplicates. Without SACK, RFC 5681's duplicate ACK
-     * threshold. */
-    if (!(c->flags & FN_TCBF_RECOVERY) && c->snd_una != c->snd_max) {
-        if (!(c->flags & FN_TCBF_SACK) && c->dupacks >= c->dupthresh) {
-            enter_recovery(t, c, 0);
+     * delivered, so the hole is lost unless it is merely late. On this link reordering is far
+     * more common than loss and a duplicate-ACK count cannot tell them apart, while a small
+     * window or a tail loss never produces enough duplicates; time also finds a lost
+     * retransmission, which no count of duplicates does. Without SACK, RFC 5681's duplicate
+     * ACK threshold. */
+    if (c->snd_una != c->snd_max) {
+        if (c->flags & FN_TCBF_SACK) {
+            if (asm_n(c->sacked) || (c->flags & FN_TCBF_RECOVERY))
+                rack_detect(t, c);
+        } else if (!(c->flags & FN_TCBF_RECOVERY) && c->dupacks >= c->dupthresh) {
+            fn_txlog_mark_lost(&c->txlog, c->snd_una, c->snd_una + c->snd_mss);
+            enter_recovery(t, c, 0, c->snd_mss);
             t->st.fast_rexmits++;
             touch(t, c);
-        } else if ((c->flags & FN_TCBF_SACK) && asm_n(c->sacked) && !c->t_reo) {
-            uint64_t reo = c->srtt / 4 > 1000 ? c->srtt / 4 : 1000;
-            c->t_reo = t->now + reo;
-            timer_arm(t, c);
         }
-    } else if ((c->flags & FN_TCBF_RECOVERY) && new_sack && c->una_rxt_time && c->srtt &&
-               t->now - c->una_rxt_time > 2 * (uint64_t)c->srtt + 2000) {
-        /* The retransmission of snd_una is itself lost: SACKs keep coming for later data, but
-         * snd_una has not moved for two round trips (RACK's idea, RFC 8985 §6.2). */
-        c->rexmit_nxt = c->snd_una;
-        c->una_rxt_time = 0;
-        t->st.lost_rexmits++;
     }
     /* Window update (RFC 9293 §3.10.7.4): only from a segment newer than the last update. */
     if (fn_seq_lt(c->snd_wl1, seq) || (c->snd_wl1 == seq && fn_seq_le(c->snd_wl2, ack))) {
@@ -1925,7 +2017,11 @@ void fn_tcp_host_event(struct fn_tcp *t, uint64_t flow, uint32_t ev, uint64_t no
         if (ev & (FN_HEV_OUT | FN_HEV_ERR | FN_HEV_HUP))
             connect_done(t, c);
         touch(t, c);
-        return;
+        /* The event that completes the connect may also say the host peer already wrote and
+         * shut down (edge-triggered epoll says so once): keep that, or its FIN is never seen. */
+        if (c->state == FN_TCP_CONNECTING || (c->flags & FN_TCBF_CLOSE) || c->fd < 0)
+            return;
+        ev &= ~FN_HEV_ERR; /* connect_done() consumed the socket error */
     }
     if (ev & (FN_HEV_IN | FN_HEV_RDHUP | FN_HEV_HUP))
         c->flags |= FN_TCBF_READABLE;
@@ -2126,8 +2222,9 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
     /* RFC 6675 §5.1: after a timeout every unacknowledged, un-SACKed byte is lost; SACKed
      * ones are not sent again (a reneging receiver would be caught by the next timeout). */
     int was_recovering = (c->flags & FN_TCBF_RECOVERY) != 0;
-    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_RACK_LOSS);
-    enter_recovery(t, c, 1);
+    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS);
+    fn_txlog_mark_lost(&c->txlog, c->snd_una, c->snd_max);
+    enter_recovery(t, c, 1, c->snd_max - c->snd_una);
     if (was_recovering)
         c->flags &= ~FN_TCBF_UNDO; /* a timeout inside recovery is no candidate for undo */
     c->rto_tsval = ts_now(t->now);
@@ -2135,6 +2232,7 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
     c->rtt_time = 0;
     c->rto = c->rto * 2 > t->cfg.rto_max ? (uint32_t)t->cfg.rto_max : c->rto * 2;
     c->snd_nxt = c->snd_una; /* go back: the holes are resent, SACKed data is skipped */
+    c->t_reo = 0;
     recovery_send(t, c);
     rto_start(t, c);
 }
@@ -2188,13 +2286,11 @@ uint64_t fn_tcp_timers(struct fn_tcp *t, uint64_t now) {
         c->t_heap = 0;
         if (!(c->flags & FN_TCBF_CLOSE)) {
             if (c->t_reo && c->t_reo <= now) {
+                /* RACK's reordering timer (RFC 8985 §6.3): look again now that the window has
+                 * passed. */
                 c->t_reo = 0;
-                if (!(c->flags & FN_TCBF_RECOVERY) && asm_n(c->sacked) && c->snd_una != c->snd_max &&
-                    synchronized(c->state) && !(c->flags & FN_TCBF_PROBING)) {
-                    enter_recovery(t, c, 0);
-                    c->flags |= FN_TCBF_RACK_LOSS;
-                    t->st.fast_rexmits++;
-                }
+                if (c->snd_una != c->snd_max && synchronized(c->state) && !(c->flags & FN_TCBF_PROBING))
+                    rack_detect(t, c);
             }
             if (c->t_rexmit && c->t_rexmit <= now)
                 on_rexmit_timer(t, c);

@@ -29,6 +29,7 @@
 
 #include "fn_assembler.h"
 #include "fn_flowtab.h"
+#include "fn_txlog.h"
 #include "fn_txq.h"
 #include "fn_wire.h"
 
@@ -180,18 +181,25 @@ struct fn_tcb {
     uint32_t cwnd, ssthresh;
     uint32_t cwnd_acc;          /* bytes acknowledged towards the next congestion-avoidance step */
     uint32_t recover;           /* recovery point (RFC 6582 / RFC 6675) */
-    uint32_t rexmit_nxt;        /* HighRxt (RFC 6675): holes below it were retransmitted this recovery */
     uint32_t prior_cwnd, prior_ssthresh; /* before the last reduction, for undo (RFC 3708, 4015) */
     uint32_t undo_retrans;      /* retransmissions of this episode not yet reported as D-SACK */
     uint32_t rto_tsval;         /* our TSval when the retransmission timer fired (Eifel, RFC 3522) */
-    uint64_t una_rxt_time;      /* when the segment at snd_una was last retransmitted */
+    struct fn_txlog txlog;      /* when each outstanding range was last sent (RACK) */
+    uint64_t rack_xmit;         /* RACK.xmit_ts: send time of the most recently sent delivered data */
+    uint32_t rack_end;          /* ... and its end sequence (ties within one burst go by order) */
+    uint32_t rack_rtt;          /* RACK.rtt: µs from that send to its delivery */
+    uint32_t min_rtt;           /* µs */
+    uint32_t rxt_lo, rxt_hi;    /* span of the latest retransmissions: a D-SACK outside it
+                                   reports a duplicate made by the link, not by us */
+    uint32_t dsack_round;       /* RACK.dsack_round: one widening per round trip */
+    uint8_t reo_mult;           /* reordering window multiplier, raised by D-SACKs (RFC 8985 §6.2) */
+    uint8_t reo_persist;        /* recoveries left before reo_mult falls back to 1 */
     uint16_t dupacks;
     uint16_t dupthresh;         /* adaptive: raised when reordering proves a retransmission spurious */
     uint16_t snd_mss;           /* payload per segment towards the guest (options excluded) */
     uint8_t rcv_wscale;
     uint8_t retries;
     uint8_t probes;
-    uint8_t pad;
     struct fn_assembler *sacked; /* SACK scoreboard: ranges the guest holds, offsets from snd_una */
 
     /* timestamps (RFC 7323) */
@@ -245,8 +253,7 @@ struct fn_tcb {
 #define FN_TCBF_TLP 0x2000000       /* the rexmit timer is a tail-loss probe (RFC 8985 §7) */
 #define FN_TCBF_UNDO 0x4000000      /* prior_cwnd/ssthresh hold what an undo restores */
 #define FN_TCBF_TLP_SENT 0x8000000  /* a tail-loss probe went out; the next timer is an RTO */
-#define FN_TCBF_RACK_LOSS 0x10000000 /* recovery entered by the reordering timer: holes below the
-                                        highest SACK are lost */
+#define FN_TCBF_RXT_FIRST 0x10000000 /* recovery just began: the first lost segment goes at once */
 
 struct fn_tcp_stats {
     uint64_t segs_in, segs_out, bytes_in, bytes_out;

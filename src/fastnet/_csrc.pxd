@@ -522,6 +522,7 @@ cdef extern from "fastnet.h" nogil:
     int fn_link_read(fn_link *l, uint64_t now)
     int fn_link_write(fn_link *l, uint64_t now)
     uint64_t fn_link_deadline(const fn_link *l)
+    int fn_link_pending(const fn_link *l)
     int fn_tap_open(const char *name, const char *netns_path, int vnet_hdr, int offload, char *name_out)
     int fn_if_configure(const char *name, uint32_t mtu, const uint8_t *ip, int prefix, const uint8_t *gw,
                         const uint8_t *mac)
@@ -589,6 +590,8 @@ cdef extern from "fastnet.h" nogil:
     uint64_t fn_dgram_timers(fn_dgram *d, uint64_t now)
     int fn_dgram_attach(fn_dgram *d, uint64_t flow, int fd, int raw, uint64_t now)
     int fn_dgram_refuse(fn_dgram *d, uint64_t flow, int how, uint64_t now)
+    uint64_t fn_dgram_open(fn_dgram *d, const uint8_t *guest_mac, const uint8_t *guest_ip, uint16_t guest_port,
+                           const uint8_t *remote_ip, uint16_t remote_port, int fd, uint64_t now)
     int fn_dgram_close(fn_dgram *d, uint64_t flow)
     int fn_dgram_next_event(fn_dgram *d, fn_dgram_event *ev)
     const fn_dgram_flow *fn_dgram_get(const fn_dgram *d, uint64_t flow)

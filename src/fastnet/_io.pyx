@@ -113,6 +113,12 @@ cdef class Link:
         return bool(self.l.blocked)
 
     @property
+    def pending(self):
+        """Whole frames wait in the read buffer (a stream read brought more than one batch):
+        poll again without waiting for readiness."""
+        return bool(fn_link_pending(&self.l))
+
+    @property
     def eof(self):
         return bool(self.l.eof)
 
@@ -339,10 +345,32 @@ cdef class Stack:
             raise ValueError("no pending datagram flow with that id")
         fn_link_write(self.s.link, now)
 
+    def dgram_open(self, guest_mac, guest_ip, int guest_port, remote_ip, int remote_port, sock,
+                   unsigned long long now):
+        """A UDP flow opened from the host side (a published UDP port's client): datagrams from
+        the connected socket go to guest_ip:guest_port as if from remote_ip:remote_port, and
+        the guest's replies go back out on it. The socket is taken over. Returns the flow id."""
+        cdef int fd
+        cdef bytes gm = bytes.fromhex(guest_mac.replace(":", "")) if isinstance(guest_mac, str) else bytes(guest_mac)
+        cdef bytes gi = ipaddress.IPv4Address(guest_ip).packed, ri = ipaddress.IPv4Address(remote_ip).packed
+        if self.dg == NULL:
+            raise ValueError("this stack has no datagram NAT")
+        if hasattr(sock, "detach"):
+            sock.setblocking(False)
+            fd = sock.detach()
+        else:
+            fd = int(sock)
+        flow = fn_dgram_open(self.dg, <const uint8_t *>PyBytes_AS_STRING(gm), <const uint8_t *>PyBytes_AS_STRING(gi),
+                             guest_port, <const uint8_t *>PyBytes_AS_STRING(ri), remote_port, fd, now)
+        if flow == 0:
+            close(fd)
+            raise ValueError("the 4-tuple is in use or the table is full")
+        return flow
+
     def dgram_refuse(self, unsigned long long flow, int icmp_code, unsigned long long now):
         """Refuse a pending datagram flow: icmp_code < 0 drops silently, else ICMP destination
         unreachable with that code (3 port, 13 prohibited, 0 net, 1 host) goes to the guest."""
-        if fn_dgram_refuse(self.dg, flow, icmp_code if icmp_code >= 0 else 0, now) < 0:
+        if fn_dgram_refuse(self.dg, flow, icmp_code if icmp_code >= 0 else -1, now) < 0:
             raise ValueError("no pending datagram flow with that id")
         fn_link_write(self.s.link, now)
 

@@ -264,3 +264,24 @@ def test_host_data_before_the_handshake_completes(conn_syn_received):
     c.send()
     assert c.events() == [(TcpEvent.ESTABLISHED, c.flow, 0)]
     assert c.recv() == [c.expect(flags=F.ACK | F.PSH, payload=b"server speaks first")]
+
+
+def test_host_data_and_fin_reported_with_the_connect_completion(conn_connecting, engine, clock):
+    # The host peer accepted, wrote and shut down before the engine looked at the socket: epoll
+    # (edge-triggered) reports OUT|IN|RDHUP once, with the connect's completion, and never
+    # again. The data and the FIN must still reach the guest once it completes the handshake.
+    c = conn_connecting
+    c.fd = engine.socket()
+    engine.attach(c.flow, c.fd, clock.now)
+    engine.push(c.fd, b"server speaks first")
+    engine.sock_set(c.fd, eof=True)
+    engine.host_event(c.flow, HEV_OUT | HEV_IN | HEV_RDHUP, clock.now)
+    synack = c.recv_one()
+    assert synack.flags == F.SYN | F.ACK
+    c.e_isn = synack.seq
+    c.tx = replace(c.tx, seq=c.gs(0), ack=c.es(0))
+    c.rx = replace(c.rx, seq=c.es(0), ack=c.gs(0), window=c.full_window)
+    c.send()
+    segs = c.recv()
+    assert b"".join(s.payload for s in segs) == b"server speaks first"
+    assert segs[-1].flags & F.FIN, segs

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Callable, Protocol
 
 from fastnet._io import Stack
 from fastnet._tcp import Refusal, TcpEvent
+from fastnet.errors import ConnectionStateError
 
 log = logging.getLogger("fastnet.forwarder")
 
@@ -88,6 +90,14 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+def _close(fd) -> None:
+    """Close a descriptor or a socket object (what the engine would have taken over)."""
+    if isinstance(fd, int):
+        os.close(fd)
+    else:
+        fd.close()
+
+
 class Forwarder:
     """Registers the link and the engine's host-socket epoll with the loop and keeps timers."""
 
@@ -107,6 +117,7 @@ class Forwarder:
         self._flow_dst: dict[int, tuple] = {}    # connecting flow -> destination
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
+        self._deadline = 0  # the engine's next timer (µs), as last reported
         self._writer = False
         self.closed = False
         self._ping_denied = False
@@ -152,6 +163,49 @@ class Forwarder:
         if self.on_closed:
             self.on_closed()
 
+    # -- flows opened from the host side (published ports) --------------------------------------
+
+    def open_tcp(self, guest_mac, guest_ip, guest_port: int, remote_ip, remote_port: int, fd) -> int:
+        """Active open towards the guest for an accepted host client: the engine sends the SYN
+        from remote_ip:remote_port and owns fd from here on (it closes fd when the open fails:
+        ConnectionStateError, the 4-tuple is in use). Returns the flow id."""
+        if self.closed:
+            _close(fd)
+            raise ConnectionStateError("the link is closed")
+        now = now_us()
+        try:
+            flow = self.engine.open(guest_mac, guest_ip, guest_port, remote_ip, remote_port, fd, now)
+        finally:
+            self._after(now)  # the SYN leaves now, and its retransmission timer is armed
+        self.flow_events["opened"] = self.flow_events.get("opened", 0) + 1
+        return flow
+
+    def open_udp(self, guest_mac, guest_ip, guest_port: int, remote_ip, remote_port: int, sock) -> int:
+        """A UDP flow from the host side: datagrams read from the connected socket go to the
+        guest as from remote_ip:remote_port, and the guest's replies go out on it. The socket is
+        taken over (closed on failure: ValueError, the 4-tuple is in use). Returns the flow id."""
+        if self.closed:
+            _close(sock)
+            raise ValueError("the link is closed")
+        now = now_us()
+        flow = self.stack.dgram_open(guest_mac, guest_ip, guest_port, remote_ip, remote_port, sock, now)
+        self.flow_events["udp_opened"] = self.flow_events.get("udp_opened", 0) + 1
+        self._after(now)
+        return flow
+
+    def send_udp(self, guest_mac, src_ip, src_port: int, dst_ip, dst_port: int, payload) -> bool:
+        """One datagram to the guest, built here (fragmented as needed)."""
+        if self.closed:
+            return False
+        now = now_us()
+        ok = self.stack.send_udp(guest_mac, src_ip, src_port, dst_ip, dst_port, payload, now)
+        self._after(now)
+        return ok
+
+    def wake(self) -> None:
+        """Run what a wake-up runs (after Python queued frames or closed flows itself)."""
+        self._after(now_us())
+
     # -- wake-ups ------------------------------------------------------------------------------
 
     def _on_link(self) -> None:
@@ -167,6 +221,8 @@ class Forwarder:
             self.close()
             return
         self._after(now)
+        if self.link.pending and not self.closed:
+            self.loop.call_soon(self._on_link)  # frames already read: no readiness will come
 
     def _on_host(self) -> None:
         now = now_us()
@@ -197,6 +253,17 @@ class Forwarder:
         """Per wake-up: flow events, slow-path frames, timers, link back-pressure."""
         if self.closed:
             return
+        if self._deadline and self._deadline <= now:
+            # A timer is due. Read what the link holds first: after a stall (a descheduled
+            # forwarder, a busy host) the ACKs that make a retransmission timeout moot may be
+            # waiting unread, and firing before them would resend needlessly and collapse the
+            # window. Bounded: a link that never drains still gets its timers.
+            for _ in range(16):
+                try:
+                    if self.stack.poll_link(now) == 0:
+                        break
+                except (EOFError, OSError):
+                    break  # the next link wake-up reports it
         events = self.engine.events()
         if events:
             for ev, flow, err, tup in events:
@@ -220,6 +287,7 @@ class Forwarder:
             if frames:
                 self.on_slow_frames(frames)
         deadline = self.stack.timers(now)
+        self._deadline = deadline
         self._arm(deadline)
         blocked = self.link.blocked
         # Wait for the descriptor frames are written to (not the one read: stdio has two).

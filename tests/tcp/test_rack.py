@@ -1,0 +1,141 @@
+"""Loss detection by time (RACK, RFC 8985) and the transmission log behind it: a lost
+retransmission found without a timeout, the reordering window widened by D-SACKs, tail
+bursts, and NewReno's partial ACKs (RFC 6582) for guests without SACK."""
+
+from __future__ import annotations
+
+import random
+
+from tests.tcp import harness as h
+from tests.tcp.harness import *  # noqa: F403
+
+REO_WINDOW = 1_000  # µs: srtt/4 is below the 1 ms floor on these scripted round trips
+
+
+def _push(c, n, seed=0):
+    mss = c.info()["mss"]
+    data = random.Random(seed).randbytes(n * mss)
+    c.host_push(data)
+    segs = [s for s in c.recv() if s.payload]
+    return data, mss, segs
+
+
+def _payload_segs(c):
+    return [s for s in c.recv() if s.payload]
+
+
+def test_a_lost_retransmission_is_found_by_later_deliveries(new_conn, engine, clock):
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 8)
+    assert len(segs) == 8
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.send(ack=e(0), sack_blocks=((e(1), e(8)),))
+    assert _payload_segs(c) == []
+    c.run_until(clock.now + REO_WINDOW)
+    first = _payload_segs(c)
+    assert first[0].seq == e(0) and first[0].payload == data[:mss]
+    # New data goes out after the retransmission; the guest delivers it, but the
+    # retransmission never arrives. Sequence order cannot tell (everything above the hole is
+    # SACKed already); send times can: the retransmission is older than delivered data.
+    more = random.Random(1).randbytes(2 * mss)
+    c.host_push(more)
+    c.clock.to(clock.now + 100)
+    sent = _payload_segs(c)
+    assert [s.seq for s in sent] == [e(8), e(9)]
+    c.send(ack=e(0), sack_blocks=((e(1), e(10)),))
+    assert _payload_segs(c) == []  # within the reordering window: maybe only late
+    c.run_until(clock.now + REO_WINDOW)
+    again = _payload_segs(c)
+    assert again and again[0].seq == e(0) and again[0].payload == data[:mss]
+    st = engine.stats()
+    assert st["lost_rexmits"] == 1
+    assert st["timeouts"] == 0  # found without waiting for the RTO
+    c.send(ack=e(10))
+    assert c.info()["snd_una"] == e(10)
+
+
+def test_a_dsack_widens_the_reordering_window(new_conn, engine, clock):
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 8)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.send(ack=e(0), sack_blocks=((e(1), e(8)),))
+    c.run_until(clock.now + REO_WINDOW)
+    assert _payload_segs(c)[0].seq == e(0)
+    # The original was only late: the guest reports the retransmission as a duplicate
+    # (RFC 2883), so the recovery is undone and reordering is given more time.
+    c.send(ack=e(8), sack_blocks=((e(0), e(1)),))
+    c.recv()
+    st = engine.stats()
+    assert st["dsacks_in"] == 1 and st["undos"] == 1
+    _, _, segs = _push(c, 8, seed=2)
+    assert len(segs) == 8
+    c.send(ack=e(8), sack_blocks=((e(9), e(16)),))
+    c.run_until(clock.now + REO_WINDOW)
+    assert _payload_segs(c) == []  # one window is no longer enough
+    c.run_until(clock.now + REO_WINDOW)
+    late = _payload_segs(c)
+    assert late and late[0].seq == e(8)
+
+
+def test_holes_in_one_burst_are_lost_below_the_delivered_data_only(new_conn, engine, clock):
+    # The whole burst shares one send time; what lies above the highest SACKed byte was sent
+    # after it and may still be in flight.
+    c = h.established(new_conn(**OPTION_SETS["full"]))
+    data, mss, segs = _push(c, 10)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.send(ack=e(0), sack_blocks=((e(2), e(5)),))
+    c.run_until(clock.now + REO_WINDOW)
+    sent = [s.seq for s in _payload_segs(c)]
+    assert e(0) in sent and e(1) in sent
+    assert not any(s in sent for s in (e(5), e(6), e(7), e(8), e(9)))
+
+
+def test_without_sack_a_partial_ack_resends_the_next_hole_at_once(new_conn, engine, clock):
+    # NewReno (RFC 6582 §3.2 step 4): segments 1 and 4 lost; three duplicate ACKs resend 1,
+    # the partial ACK that follows (up to 4) shows 4 missing too.
+    c = h.established(new_conn(**OPTION_SETS["plain"]))
+    data, mss, segs = _push(c, 8)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.send(ack=e(1))
+    c.recv()
+    for _ in range(3):
+        c.send(ack=e(1))
+    segs = _payload_segs(c)
+    assert segs and segs[0].seq == e(1)
+    c.send(ack=e(4))
+    segs = _payload_segs(c)
+    assert segs and segs[0].seq == e(4) and segs[0].payload == data[4 * mss:5 * mss]
+    assert engine.stats()["timeouts"] == 0
+    c.send(ack=e(8))
+    assert c.info()["snd_una"] == e(8)
+
+
+def test_a_timeout_resends_the_unsacked_data_only(new_conn, engine, clock):
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 6)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    # The guest SACKs 2-3 and 5; then the link goes quiet: RACK sees only data sent in the same
+    # burst (1 below the SACK is lost after the window), the RTO handles the rest.
+    c.send(ack=e(0), sack_blocks=((e(2), e(4)), (e(5), e(6))))
+    rto = c.info()["rto_us"]
+    c.run_until(clock.now + rto + 1)
+    resent = sorted({s.seq for s in _payload_segs(c)})
+    assert e(2) not in resent and e(3) not in resent and e(5) not in resent
+    assert e(0) in resent and e(1) in resent and e(4) in resent
+    c.send(ack=e(6))
+    assert c.info()["snd_una"] == e(6)
+
+
+def test_a_dsack_for_a_link_duplicate_leaves_the_window_alone(new_conn, engine, clock):
+    # The link duplicated a frame we sent once: the guest's D-SACK says nothing about our
+    # reordering window (RFC 8985 §6.2 widens it for needless retransmissions only).
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 8)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.send(ack=e(8), sack_blocks=((e(3), e(4)),))
+    assert engine.stats()["dsacks_in"] == 1
+    _, _, segs = _push(c, 8, seed=2)
+    c.send(ack=e(8), sack_blocks=((e(9), e(16)),))
+    c.run_until(clock.now + REO_WINDOW)
+    late = _payload_segs(c)
+    assert late and late[0].seq == e(8)
