@@ -6,8 +6,10 @@ target=${1:-test}
 
 run_pkgs="iproute2 curl"
 # The guest-side programs the tests run in namespaces: iperf3, nc (netcat-openbsd), udhcpc
-# (busybox), dhclient, ping, dig (dnsutils); tinyproxy and openssl for the proxy tests.
-test_pkgs="$run_pkgs procps iperf3 netcat-openbsd busybox isc-dhcp-client iputils-ping dnsutils tinyproxy openssl"
+# (busybox), dhclient, ping, dig (dnsutils); tinyproxy and openssl for the proxy tests;
+# rootlesskit and uidmap (newuidmap/newgidmap) for the rootlesskit tests; slirp4netns, whose API
+# answers `fastnet slirp4netns` is checked against.
+test_pkgs="$run_pkgs procps iperf3 netcat-openbsd busybox isc-dhcp-client iputils-ping dnsutils tinyproxy openssl rootlesskit uidmap slirp4netns"
 
 case "$target" in
     run) pkgs=$run_pkgs ;;

@@ -183,7 +183,9 @@ class VmnetServer:
 
     def __init__(self, path: str, *, allocate: Allocate, on_attach: OnAttach, mtu: int = 1500,
                  loop: asyncio.AbstractEventLoop | None = None, handshake_timeout: float = 10.0,
-                 max_handshakes: int = 64, commit: bytes = COMMIT):
+                 max_handshakes: int = 64, commit: bytes = COMMIT, sock: socket.socket | None = None):
+        """``sock``: an already bound unix stream socket to serve instead of binding ``path``
+        (vpnkit's ``--ethernet fd:N``); it is listened on, and no file is removed on close."""
         if not 68 <= mtu <= 0xFFFF:
             raise ValueError("the vmnet MTU is a u16")
         self.path = str(path)
@@ -195,6 +197,7 @@ class VmnetServer:
         self.max_handshakes = max_handshakes
         self.commit = commit
         self._sock: socket.socket | None = None
+        self._given = sock
         self._inode: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self.stats = {"accepted": 0, "attached": 0, "disconnected": 0, "version_mismatch": 0,
@@ -202,14 +205,18 @@ class VmnetServer:
 
     def start(self) -> "VmnetServer":
         self.loop = self.loop or asyncio.get_event_loop()
-        sock = bind_unix(self.path, socket.SOCK_STREAM)
+        if self._given is not None:
+            sock = self._given
+            sock.setblocking(False)
+        else:
+            sock = bind_unix(self.path, socket.SOCK_STREAM)
         try:
             sock.listen(128)
         except BaseException:
             sock.close()
             raise
         self._sock = sock
-        self._inode = bound_inode(self.path)
+        self._inode = bound_inode(self.path) if self._given is None else None
         self.loop.add_reader(sock.fileno(), self._on_accept)
         log.info("vmnet: listening on %s", self.path)
         return self

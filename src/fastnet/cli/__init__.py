@@ -10,12 +10,15 @@ import argparse
 import sys
 
 from fastnet import __version__
+from fastnet.cli import control as _control
 from fastnet.cli import inspect as _inspect
 from fastnet.cli import proxyenv as _proxyenv
 from fastnet.cli import run as _run
 from fastnet.cli import serve as _serve
+from fastnet.cli import slirp4netns as _slirp4netns
+from fastnet.cli import vpnkit as _vpnkit
 
-SUBCOMMANDS = [_serve, _run, _inspect, _proxyenv]
+SUBCOMMANDS = [_serve, _run, _inspect, _proxyenv, _vpnkit, *_control.COMMANDS, _slirp4netns]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,6 +15,7 @@ import tempfile
 
 from fastnet.aio.namespace import Sandbox
 from fastnet.cli.common import add_network_options, run_until_signalled, setup_logging
+from fastnet.cli.control import add_control_options, start_control
 from fastnet.cli.serve import start_network
 from fastnet.errors import ConfigError
 
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a command in a new network namespace served by fastnet")
     p.add_argument("--tap-offload", action="store_true", help="TAP with TSO/checksum offload")
     add_network_options(p)
+    add_control_options(p, state_by_default=False)
     p.add_argument("cmd", nargs="+", metavar="CMD", help="the command (after --)")
     p.set_defaults(run=run)
 
@@ -61,12 +63,21 @@ def run(args) -> int:
 
     network.attach(box.tap_fd, "tap", link_kind=_io.LINK_TAP, framing=10 if args.tap_offload else 0,
                    offload=args.tap_offload, uuid="fastnet-run", lease=lease, name="run")
+    try:
+        control = start_control(args, network, loop, default_guest=lease.ip, state_by_default=False)[1]
+    except BaseException:
+        os.kill(box.pid, signal.SIGKILL)
+        box.wait()
+        tmp.cleanup()
+        raise
     status = {"code": None}
     pidfd = os.pidfd_open(box.pid)
 
     def child_exited():
         loop.remove_reader(pidfd)
         status["code"] = box.wait()
+        for close in control:
+            close()
         network.shutdown()
         loop.call_later(0.05, loop.stop)
 
@@ -89,4 +100,8 @@ def run(args) -> int:
     err = box.exec_error()
     if err:
         print(err, file=__import__("sys").stderr)
-    return status["code"] if status["code"] is not None else 1
+    code = status["code"]
+    if code is None:
+        return 1
+    # Killed by signal N (waitstatus_to_exitcode gives -N): exit 128 + N, as shells report it.
+    return 128 - code if code < 0 else code

@@ -9,6 +9,7 @@ import os
 
 from fastnet import _io
 from fastnet.cli.common import add_network_options, build_config, parse_faults, run_until_signalled, setup_logging
+from fastnet.cli.control import add_control_options, start_control
 from fastnet.cli.proxyenv import add_proxy_source_options, proxy_source_from_args
 from fastnet.errors import ConfigError
 from fastnet.services.network import VirtualNetwork
@@ -26,6 +27,7 @@ def add_parser(sub) -> None:
     add_link_options(g)
     add_network_options(p)
     add_proxy_source_options(p.add_argument_group("HTTP/HTTPS proxy"), serve=True)
+    add_control_options(p)
     p.set_defaults(run=run)
 
 
@@ -66,6 +68,7 @@ def run(args) -> int:
     asyncio.set_event_loop(loop)
     network = start_network(args, loop)
     closers = []
+    proxy_source = None
     if not args.disable_proxy:
         proxy_source = proxy_source_from_args(args)
         proxy = network.enable_proxy(proxy_source)
@@ -76,6 +79,7 @@ def run(args) -> int:
     from fastnet.cli import links as _links  # listeners (vmnet, qemu, vfkit, stdio)
 
     closers += _links.start_listeners(args, network, loop)
+    closers += start_control(args, network, loop, proxy_source=proxy_source)[1]
 
     def stop():
         for close in closers:

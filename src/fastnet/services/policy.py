@@ -38,7 +38,10 @@ class NatPolicy:
             handler = services.get(port)
             if handler is not None:
                 return Handoff(handler)
-            return Refuse(Refusal.RST)
+            # slirp4netns's layout has one address for both (10.0.2.2): ports without a
+            # service of ours reach the host's loopback.
+            if cfg.host_alias is None or dst != cfg.host_alias:
+                return Refuse(Refusal.RST)
         if cfg.host_alias is not None and dst == cfg.host_alias:
             if not cfg.host_loopback:
                 return Refuse(Refusal.RST)
