@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fn_tcp.h"
@@ -158,5 +159,13 @@ void fn_host_ops_sys(struct fn_host_ops *ops, int *epoll_fd) {
     ops->close = sys_close;
     ops->error = sys_error;
     ops->watch = sys_watch;
+    ops->clock = NULL; /* opt-in: fn_host_clock_monotonic */
     ops->ctx = epoll_fd;
+}
+
+uint64_t fn_host_clock_monotonic(void *ctx) {
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }

@@ -167,5 +167,6 @@ void fn_memhost_ops(struct fn_memhost *h, struct fn_host_ops *ops) {
     ops->close = m_close;
     ops->error = m_error;
     ops->watch = m_watch;
+    ops->clock = NULL; /* tests own the time */
     ops->ctx = h;
 }

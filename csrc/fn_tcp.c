@@ -25,7 +25,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* identities, events, names */
 
-/* Scoreboards are allocated on first use (idle flows carry two NULL pointers). */
+/* The reassembly scoreboard is allocated on first use (idle flows carry a NULL pointer). */
 static const struct fn_assembler ASM_EMPTY;
 static inline const struct fn_assembler *asm_ro(const struct fn_assembler *a) { return a ? a : &ASM_EMPTY; }
 static inline int asm_n(const struct fn_assembler *a) { return a ? a->n : 0; }
@@ -70,6 +70,20 @@ static const struct fn_flowkey *key_of(void *owner, uint32_t idx) {
 }
 
 static inline uint32_t ts_now(uint64_t now) { return (uint32_t)(now / TS_TICK); }
+
+/* The engine's time: what the caller passed, or (with a clock in the host operations) the
+ * clock read again. Never backwards: a wake-up's `now` predates what the clock said since. */
+static void set_now(struct fn_tcp *t, uint64_t now) {
+    if (t->ops.clock) {
+        uint64_t c = t->ops.clock(t->ops.ctx);
+        if (c > now)
+            now = c;
+        if (now < t->now)
+            now = t->now;
+    }
+    t->now = now;
+}
+
 static inline const uint8_t *gip(const struct fn_tcb *c) { return c->key.guest_ip + 12; }
 static inline const uint8_t *rip(const struct fn_tcb *c) { return c->key.remote_ip + 12; }
 static inline int synchronized(int s) { return s >= FN_TCP_ESTABLISHED; }
@@ -149,15 +163,14 @@ void fn_tcp_config_default(struct fn_tcp_config *c) {
 /* ------------------------------------------------------------------------------------------ */
 /* engine lifetime */
 
-/* A flow's buffers, allocated on first use: receive ring, reassembly and SACK scoreboards,
- * transmission log. */
+/* A flow's buffers, allocated on first use: receive ring, reassembly scoreboard, transmission
+ * log (with the SACK scoreboard). */
 static void tcb_free_bufs(struct fn_tcb *c) {
     free(c->ring);
     free(c->oo);
-    free(c->sacked);
     fn_txlog_free(&c->txlog);
     c->ring = NULL;
-    c->oo = c->sacked = NULL;
+    c->oo = NULL;
 }
 
 struct fn_tcp *fn_tcp_new(const struct fn_tcp_config *cfg, const struct fn_host_ops *ops, struct fn_txq *txq) {
@@ -616,6 +629,7 @@ static long send_run(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t 
         iov[i].iov_len = i + 1 < k ? fmax : len - (k - 1) * fmax;
     }
     uint32_t off = seq - c->consumed;
+    set_now(t, t->now); /* a flush may run for milliseconds: log this run's own send time */
     long n = t->ops.peek(t->ops.ctx, c->fd, off, &c->peek_off, iov, (int)k);
     t->st.host_peeks++;
     if (n <= 0)
@@ -648,12 +662,16 @@ static long send_run(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t 
 }
 
 /* Arm the retransmission timer; with SACK and an RTT known, a tail-loss probe timeout of two
- * round trips (at least 10 ms) comes first when it is shorter (RFC 8985 §7.2). */
+ * round trips (at least 10 ms) comes first when it is shorter (RFC 8985 §7.2). Unlike RFC
+ * 8985 the probe is armed during recovery too: when a retransmission is lost and nothing new
+ * can follow it (the guest's window or the host socket's data is used up), no later delivery
+ * lets RACK see the loss, and only a timer repairs it; the probe does so at two round trips
+ * instead of the RTO, without collapsing the window. */
 static void rto_start(struct fn_tcp *t, struct fn_tcb *c) {
     uint64_t rto = c->rto;
     c->flags &= ~FN_TCBF_TLP;
     if (t->cfg.tail_loss_probe && c->srtt && (c->flags & FN_TCBF_SACK) && synchronized(c->state) &&
-        !(c->flags & (FN_TCBF_RECOVERY | FN_TCBF_PROBING | FN_TCBF_TLP_SENT))) {
+        !(c->flags & (FN_TCBF_PROBING | FN_TCBF_TLP_SENT))) {
         uint64_t pto = 2 * (uint64_t)c->srtt;
         if (pto < 10000)
             pto = 10000;
@@ -702,7 +720,7 @@ static uint32_t send_limit(const struct fn_tcb *c) {
      * from snd_una: data the guest SACKed has left it. While a hole waits out RACK's
      * reordering window, new data keeps flowing instead of the window stalling on the hole
      * (Linux counts packets in flight the same way). */
-    if ((c->flags & FN_TCBF_RECOVERY) || asm_n(c->sacked)) {
+    if ((c->flags & FN_TCBF_RECOVERY) || c->txlog.sacked) {
         uint32_t pipe = pipe_bytes(c);
         uint32_t room = c->cwnd > pipe ? c->cwnd - pipe : 0;
         uint32_t edge = c->snd_max + room;
@@ -795,8 +813,10 @@ static void send_data(struct fn_tcp *t, struct fn_tcb *c) {
 /* Returns the sequence space sent (bytes, or 1 for the FIN), 0 for nothing, -1 on failure. */
 static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t maxlen) {
     if ((c->flags & FN_TCBF_HOST_EOF) && seq == c->host_fin_seq) {
-        if (send_ctl(t, c, seq, FN_TCP_FIN | FN_TCP_ACK) < 0)
+        if (send_ctl(t, c, seq, FN_TCP_FIN | FN_TCP_ACK) < 0) {
+            block(t, c); /* the transmit queue is full: try again when the link drains */
             return -1;
+        }
         fn_txlog_sent(&c->txlog, seq, seq + 1, t->now);
         t->st.rexmits++;
         c->rexmits++;
@@ -811,8 +831,10 @@ static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t
         return 0;
     uint32_t asked;
     long n = send_run(t, c, seq, len, &asked);
-    if (n == -ENOBUFS)
+    if (n == -ENOBUFS) {
+        block(t, c); /* the transmit queue is full: try again when the link drains */
         return -1;
+    }
     if (n < 0 && n != -EAGAIN) {
         host_failed(t, c, (int)-n);
         return -1;
@@ -820,31 +842,19 @@ static int retransmit(struct fn_tcp *t, struct fn_tcb *c, uint32_t seq, uint32_t
     if (n > 0) {
         t->st.rexmits++;
         c->rexmits++;
-        if (c->rxt_lo == c->rxt_hi || fn_seq_lt(c->rxt_hi, c->snd_una)) {
-            c->rxt_lo = seq;
-            c->rxt_hi = seq + (uint32_t)n;
-        } else {
-            c->rxt_lo = fn_seq_min(c->rxt_lo, seq);
-            c->rxt_hi = fn_seq_max(c->rxt_hi, seq + (uint32_t)n);
-        }
+        fn_txlog_rxt_note(&c->txlog, seq, seq + (uint32_t)n);
         if (c->rtt_time && fn_seq_le(seq, c->rtt_seq))
             c->rtt_time = 0; /* Karn's algorithm: no sample from retransmitted data */
     }
     return n > 0 ? (int)n : 0;
 }
 
-/* Bytes of [start, end) (sequence numbers) that the guest has not SACKed. */
-static uint32_t unsacked(const struct fn_tcb *c, uint32_t start, uint32_t end) {
-    const struct fn_assembler *a = asm_ro(c->sacked);
-    uint32_t from = start - c->snd_una, to = end - c->snd_una;
-    uint32_t b = to > from ? to - from : 0;
-    for (int i = 0; i < a->n && b; i++) {
-        uint32_t l = a->r[i].start > from ? a->r[i].start : from;
-        uint32_t r = a->r[i].end < to ? a->r[i].end : to;
-        if (r > l)
-            b -= r - l;
-    }
-    return b;
+/* Bytes of log entry e below lim that the guest has not SACKed (the log is the scoreboard). */
+static uint32_t unsacked(const struct fn_tcb *c, const struct fn_txlog_ent *e, uint32_t lim) {
+    if (e->sacked)
+        return 0;
+    uint32_t from = fn_seq_max(e->start, c->snd_una);
+    return fn_seq_lt(from, lim) ? lim - from : 0;
 }
 
 /* RFC 6675 §4 SetPipe: bytes in flight = outstanding, not SACKed, not deemed lost (a lost
@@ -854,7 +864,7 @@ static uint32_t pipe_bytes(const struct fn_tcb *c) {
     for (uint32_t i = 0; i < c->txlog.n; i++) {
         const struct fn_txlog_ent *e = &c->txlog.e[i];
         if (!e->lost)
-            pipe += unsacked(c, fn_seq_max(e->start, c->snd_una), e->end);
+            pipe += unsacked(c, e, e->end);
     }
     /* Without SACK each duplicate ACK stands for one segment that left the network (the
      * window inflation of RFC 6582 §3.2, in pipe terms). */
@@ -883,7 +893,7 @@ static void rack_delivered(struct fn_tcp *t, struct fn_tcb *c, uint32_t start, u
         const struct fn_txlog_ent *e = &c->txlog.e[i];
         if (!fn_seq_lt(e->start, end))
             break;
-        if (!fn_seq_gt(e->end, start))
+        if (!fn_seq_gt(e->end, start) || e->sacked) /* delivered before: counted then */
             continue;
         if (e->rexmit && ((tsecr && fn_seq_lt(tsecr, ts_now(e->sent))) || t->now - e->sent < c->min_rtt))
             continue;
@@ -928,7 +938,10 @@ static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout, uint
         c->reo_mult = 1;
     if (timeout)
         c->flags |= FN_TCBF_RTO_LOSS;
-    c->flags &= ~FN_TCBF_TLP;
+    /* A probe timer armed before the loss was found counts from now: the retransmissions
+     * about to leave need their round trip (and it must stay a probe, not become an RTO). */
+    if (c->flags & FN_TCBF_TLP)
+        rto_start(t, c);
 }
 
 /* RACK loss detection (RFC 8985 §6.2): a range sent before the newest delivered data, and
@@ -952,7 +965,7 @@ static void rack_detect(struct fn_tcp *t, struct fn_tcb *c) {
             lim = fn_seq_lt(e->end, c->rack_end) ? e->end : c->rack_end;
         else
             continue;
-        uint32_t u = unsacked(c, fn_seq_max(e->start, c->snd_una), lim);
+        uint32_t u = unsacked(c, e, lim);
         if (!u)
             continue;
         if (e->sent + wait <= t->now) {
@@ -979,6 +992,29 @@ static void rack_detect(struct fn_tcp *t, struct fn_tcb *c) {
     }
 }
 
+/* What a retransmission timeout deems lost. Without SACK, everything outstanding (RFC 6675
+ * §5.1, RFC 5681 §3.1: go back N). With SACK, RACK's rule (RFC 8985 §6.3): the first
+ * un-SACKed range, sent an RTO ago, and any other range sent longer than RACK.rtt plus the
+ * reordering window ago. Data sent just before the timer fired is in flight, not lost:
+ * marking it too would resend a window's worth the guest mostly receives anyway, and the
+ * D-SACKs for that would widen the reordering window for nothing. */
+static void rto_mark_lost(struct fn_tcp *t, struct fn_tcb *c) {
+    if (!(c->flags & FN_TCBF_SACK)) {
+        fn_txlog_mark_lost(&c->txlog, c->snd_una, c->snd_max);
+        return;
+    }
+    uint64_t wait = (uint64_t)(c->rack_rtt ? c->rack_rtt : c->srtt) + reo_wnd(c);
+    int head = 1;
+    for (uint32_t i = 0; i < c->txlog.n; i++) {
+        struct fn_txlog_ent *e = &c->txlog.e[i];
+        if (!unsacked(c, e, e->end))
+            continue;
+        if (head || e->sent + wait <= t->now)
+            e->lost = 1;
+        head = 0;
+    }
+}
+
 static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
     /* RFC 3708 / RFC 4015: the loss was reordering or delay; give the window back. */
     if (c->prior_cwnd > c->cwnd)
@@ -993,25 +1029,15 @@ static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
 
 /* The first byte of a lost, un-SACKed range (and how much of it is contiguous), or 0 length. */
 static uint32_t next_lost(const struct fn_tcb *c, uint32_t *len) {
-    const struct fn_assembler *a = asm_ro(c->sacked);
     for (uint32_t i = 0; i < c->txlog.n; i++) {
         const struct fn_txlog_ent *e = &c->txlog.e[i];
         if (!e->lost)
             continue;
-        uint32_t s = fn_seq_max(e->start, c->snd_una) - c->snd_una, end = e->end - c->snd_una;
-        for (int k = 0; k <= a->n && s < end; k++) {
-            if (k < a->n && s >= a->r[k].end)
-                continue;
-            if (k < a->n && s >= a->r[k].start) {
-                s = a->r[k].end; /* skip what the guest holds */
-                continue;
-            }
-            uint32_t stop = k < a->n && a->r[k].start < end ? a->r[k].start : end;
-            if (stop > s) {
-                *len = stop - s;
-                return c->snd_una + s;
-            }
-        }
+        uint32_t seq = fn_seq_max(e->start, c->snd_una), end = e->end;
+        while (i + 1 < c->txlog.n && c->txlog.e[i + 1].lost) /* lost is never SACKed */
+            end = c->txlog.e[++i].end;
+        *len = end - seq;
+        return seq;
     }
     *len = 0;
     return 0;
@@ -1311,7 +1337,7 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                 (fn_seq_le(r, ack) || (f->tcp.nsack > 1 && fn_seq_ge(l, f->tcp.sack[1][0]) &&
                                        fn_seq_le(r, f->tcp.sack[1][1])))) {
                 t->st.dsacks_in++;
-                if (c->rxt_lo != c->rxt_hi && fn_seq_ge(l, c->rxt_lo) && fn_seq_le(r, c->rxt_hi)) {
+                if (fn_txlog_rxt_match(&c->txlog, l, r)) {
                     /* One of our retransmissions was needless: the reordering window was too
                      * short. Widen it once per round trip, and keep it wide for 16 recoveries
                      * (RFC 8985 §6.2 step 4). */
@@ -1330,14 +1356,11 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                 l = ack;
             if (fn_seq_le(r, l) || fn_seq_gt(r, c->snd_max))
                 continue;
-            uint32_t base = c->snd_una;
-            if (fn_seq_lt(l, base))
+            if (fn_seq_lt(l, c->snd_una))
                 continue;
-            if (!fn_asm_contains(asm_ro(c->sacked), l - base, r - l) && asm_get(&c->sacked)) {
-                fn_asm_add(c->sacked, l - base, r - l);
-                rack_delivered(t, c, l, r, tsecr);
+            rack_delivered(t, c, l, r, tsecr); /* first: it looks only at data not yet SACKed */
+            if (fn_txlog_sack(&c->txlog, l, r))
                 new_sack = 1;
-            }
         }
     }
     /* Eifel detection (RFC 3522): after a timeout, an ACK echoing a timestamp older than the
@@ -1359,8 +1382,14 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
         }
         rack_delivered(t, c, c->snd_una, ack, tsecr);
         fn_txlog_acked(&c->txlog, ack);
-        if (c->sacked)
-            fn_asm_advance(c->sacked, acked);
+        /* The cumulative ACK stopped at (or inside) data the guest had SACKed: it dropped
+         * that data again (reneging, RFC 2018 §8: Linux prunes its out-of-order queue under
+         * memory pressure). Forget every SACK; RACK then finds what is missing instead of the
+         * scoreboard hiding it until a timeout. */
+        if (c->txlog.n && c->txlog.e[0].sacked) {
+            fn_txlog_clear_sacked(&c->txlog);
+            t->st.reneged++;
+        }
         c->snd_una = ack;
         if (fn_seq_lt(c->snd_nxt, ack))
             c->snd_nxt = ack;
@@ -1427,7 +1456,7 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
      * ACK threshold. */
     if (c->snd_una != c->snd_max) {
         if (c->flags & FN_TCBF_SACK) {
-            if (asm_n(c->sacked) || (c->flags & FN_TCBF_RECOVERY))
+            if (c->txlog.sacked || (c->flags & FN_TCBF_RECOVERY))
                 rack_detect(t, c);
         } else if (!(c->flags & FN_TCBF_RECOVERY) && c->dupacks >= c->dupthresh) {
             fn_txlog_mark_lost(&c->txlog, c->snd_una, c->snd_una + c->snd_mss);
@@ -1552,7 +1581,7 @@ static int fin_acked(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, int csum_ok, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     t->st.segs_in++;
     if (f->kind != FN_KIND_TCP4)
         return -1;
@@ -1907,7 +1936,7 @@ static void connect_done(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 int fn_tcp_attach(struct fn_tcp *t, uint64_t flow, int fd, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     struct fn_tcb *c = by_id(t, flow);
     if (!c || c->state != FN_TCP_CONNECTING || c->fd >= 0)
         return -1;
@@ -1920,7 +1949,7 @@ int fn_tcp_attach(struct fn_tcp *t, uint64_t flow, int fd, uint64_t now) {
 }
 
 int fn_tcp_refuse(struct fn_tcp *t, uint64_t flow, int how, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     struct fn_tcb *c = by_id(t, flow);
     if (!c || c->state != FN_TCP_CONNECTING || (c->flags & FN_TCBF_CLOSE))
         return -1;
@@ -1950,7 +1979,7 @@ int fn_tcp_refuse(struct fn_tcp *t, uint64_t flow, int how, uint64_t now) {
 
 uint64_t fn_tcp_open(struct fn_tcp *t, const uint8_t guest_mac[6], const uint8_t guest_ip[4], uint16_t guest_port,
                      const uint8_t remote_ip[4], uint16_t remote_port, int fd, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     struct fn_flowkey k;
     fn_flowkey_v4(&k, FN_IPPROTO_TCP, guest_ip, guest_port, remote_ip, remote_port);
     if (fn_flowtab_find(&t->tab, &k, key_of, t) != NONE)
@@ -1985,7 +2014,7 @@ uint64_t fn_tcp_open(struct fn_tcp *t, const uint8_t guest_mac[6], const uint8_t
 }
 
 int fn_tcp_close(struct fn_tcp *t, uint64_t flow, int abort_, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     struct fn_tcb *c = by_id(t, flow);
     if (!c || (c->flags & FN_TCBF_CLOSE))
         return -1;
@@ -2009,7 +2038,7 @@ int fn_tcp_close(struct fn_tcp *t, uint64_t flow, int abort_, uint64_t now) {
 }
 
 void fn_tcp_host_event(struct fn_tcp *t, uint64_t flow, uint32_t ev, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     struct fn_tcb *c = by_id(t, flow);
     if (!c || (c->flags & FN_TCBF_CLOSE) || c->fd < 0)
         return;
@@ -2112,7 +2141,7 @@ static void flush_flow(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 void fn_tcp_flush(struct fn_tcp *t, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     while (t->touched_head != NONE) {
         uint32_t idx = t->touched_head;
         struct fn_tcb *c = &t->tcb[idx];
@@ -2133,7 +2162,7 @@ void fn_tcp_flush(struct fn_tcp *t, uint64_t now) {
 }
 
 void fn_tcp_link_ready(struct fn_tcp *t, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
     uint32_t i = t->blocked_head;
     t->blocked_head = NONE;
     while (i != NONE) {
@@ -2199,8 +2228,21 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
          * what is missing and fast recovery, not a timeout, repairs it. */
         c->flags &= ~FN_TCBF_TLP;
         c->flags |= FN_TCBF_TLP_SENT;
+        uint32_t len;
+        next_lost(c, &len);
+        if (len) { /* known losses wait to be resent (this pass found them): no probe needed */
+            touch(t, c);
+            rto_start(t, c);
+            return;
+        }
         t->st.tail_probes++;
-        if ((c->flags & FN_TCBF_FIN_SENT) && c->snd_max == c->host_fin_seq + 1)
+        if (c->txlog.sacked && !c->txlog.e[0].sacked) {
+            /* The guest SACKed data beyond a hole at snd_una: the tail arrived, and what is
+             * missing is the hole (its retransmission lost, with nothing sent after it to
+             * show that). Resend its first segment. */
+            retransmit(t, c, c->snd_una, c->txlog.e[0].end - c->snd_una);
+            c->undo_retrans++;
+        } else if ((c->flags & FN_TCBF_FIN_SENT) && c->snd_max == c->host_fin_seq + 1)
             retransmit(t, c, c->host_fin_seq, 1);
         else {
             uint32_t len = c->snd_max - c->snd_una < c->snd_mss ? c->snd_max - c->snd_una : c->snd_mss;
@@ -2219,11 +2261,9 @@ static void on_rexmit_timer(struct fn_tcp *t, struct fn_tcb *c) {
         return;
     }
     t->st.timeouts++;
-    /* RFC 6675 §5.1: after a timeout every unacknowledged, un-SACKed byte is lost; SACKed
-     * ones are not sent again (a reneging receiver would be caught by the next timeout). */
     int was_recovering = (c->flags & FN_TCBF_RECOVERY) != 0;
     c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS);
-    fn_txlog_mark_lost(&c->txlog, c->snd_una, c->snd_max);
+    rto_mark_lost(t, c);
     enter_recovery(t, c, 1, c->snd_max - c->snd_una);
     if (was_recovering)
         c->flags &= ~FN_TCBF_UNDO; /* a timeout inside recovery is no candidate for undo */
@@ -2276,7 +2316,8 @@ static void on_state_timer(struct fn_tcp *t, struct fn_tcb *c) {
 }
 
 uint64_t fn_tcp_timers(struct fn_tcp *t, uint64_t now) {
-    t->now = now;
+    set_now(t, now);
+    now = t->now;
     while (t->nheap && t->heap[0].when <= now) {
         struct fn_theap_ent e = t->heap[0];
         heap_pop(t);

@@ -61,6 +61,10 @@ struct fn_host_ops {
     int (*error)(void *ctx, int fd);
     /* Register fd for events tagged with flow id (edge-triggered in, out, err, hup, rdhup). */
     int (*watch)(void *ctx, int fd, uint64_t flow);
+    /* The time in µs on the clock callers pass as `now`, or NULL. With it the engine reads the
+     * time again while it works: one flush can send megabytes, and RACK (RFC 8985) needs each
+     * run's real send time, not the wake-up's. Without it (tests) time is only what is passed. */
+    uint64_t (*clock)(void *ctx);
     void *ctx;
 };
 
@@ -189,8 +193,6 @@ struct fn_tcb {
     uint32_t rack_end;          /* ... and its end sequence (ties within one burst go by order) */
     uint32_t rack_rtt;          /* RACK.rtt: µs from that send to its delivery */
     uint32_t min_rtt;           /* µs */
-    uint32_t rxt_lo, rxt_hi;    /* span of the latest retransmissions: a D-SACK outside it
-                                   reports a duplicate made by the link, not by us */
     uint32_t dsack_round;       /* RACK.dsack_round: one widening per round trip */
     uint8_t reo_mult;           /* reordering window multiplier, raised by D-SACKs (RFC 8985 §6.2) */
     uint8_t reo_persist;        /* recoveries left before reo_mult falls back to 1 */
@@ -200,7 +202,6 @@ struct fn_tcb {
     uint8_t rcv_wscale;
     uint8_t retries;
     uint8_t probes;
-    struct fn_assembler *sacked; /* SACK scoreboard: ranges the guest holds, offsets from snd_una */
 
     /* timestamps (RFC 7323) */
     uint32_t ts_recent;
@@ -261,7 +262,7 @@ struct fn_tcp_stats {
     uint64_t rst_in, rst_out, challenge_acks;
     uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs;
     uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes;
-    uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits;
+    uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits, reneged;
     uint64_t host_writes, host_peeks, host_partial_writes;
     uint64_t syn_absorbed, refused, nomem;
 };
@@ -333,5 +334,7 @@ const char *fn_tcp_state_name(int state);
 
 /* The real host operations: syscalls on socket fds, epoll_fd for watch(). */
 void fn_host_ops_sys(struct fn_host_ops *ops, int *epoll_fd);
+/* CLOCK_MONOTONIC in µs (Python's time.monotonic clock), for fn_host_ops.clock. */
+uint64_t fn_host_clock_monotonic(void *ctx);
 
 #endif

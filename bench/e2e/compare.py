@@ -70,9 +70,9 @@ TAP = "tap0"
 NS_PREFIX = "fnbe"
 
 ALL_TESTS = ["ping", "conn", "rr", "g2h", "h2g", "fwd", "fwd_conn"]
-FAMILIES = ["fastnet", "fastnet-offload", "slirp4netns", "pasta", "veth"]
-DEFAULT_FAMILIES = ["fastnet", "fastnet-offload", "slirp4netns", "pasta"]
-LABEL = {"fastnet": "fastnet", "fastnet-offload": "fastnet --tap-offload", "slirp4netns": "slirp4netns",
+FAMILIES = ["fastnet", "fastnet-plain", "slirp4netns", "pasta", "veth"]
+DEFAULT_FAMILIES = ["fastnet", "fastnet-plain", "slirp4netns", "pasta"]
+LABEL = {"fastnet": "fastnet", "fastnet-plain": "fastnet --no-tap-offload", "slirp4netns": "slirp4netns",
          "pasta": "pasta", "veth": "veth (kernel)"}
 
 
@@ -329,68 +329,31 @@ class Fastnet(Stack):
     def __init__(self, mtu: int, offload: bool, args):
         super().__init__(mtu)
         self.offload = offload
-        self.family = "fastnet-offload" if offload else "fastnet"
+        self.family = "fastnet" if offload else "fastnet-plain"
         self.args = args
         self.api = None
-        self.expose = fastnet_has_expose(args)
         self.ping_note = "fastnet answers the gateway's echo itself"
-        self.publish_note = ("`fastnet serve --api` + `fastnet expose`" if self.expose else
-                             "bench/e2e/publish.py: the same VirtualNetwork and C data path as `fastnet serve`, "
-                             "with the published ports opened through the Python API (TcpEngine.open), "
-                             "because this fastnet has no `expose` command yet")
+        self.publish_note = "`fastnet serve --api` + `fastnet expose`"
 
     def phases(self, tests):
-        if self.expose:
-            return [("all", tests)]
-        main = [t for t in tests if not t.startswith("fwd")]
-        pub = [t for t in tests if t.startswith("fwd")]
-        return [(p, ts) for p, ts in (("serve", main), ("publish", pub)) if ts]
+        return [("all", tests)]
 
     def start(self, r, ns, phase):
-        tap = ["--tap", TAP, "--netns", ns.guest_path, "--mtu", str(self.mtu)] + (["--tap-offload"] if self.offload else [])
-        if phase == "publish":
-            argv = ns.exec_(ns.host) + [self.args.python, os.path.join(HERE, "publish.py")] + tap + [
-                "--publish", f"127.0.0.1:{FWD_PORT}:{self.guest_addr}:{IPERF_PORT}",
-                "--publish", f"127.0.0.1:{FWD_ECHO_PORT}:{self.guest_addr}:{ECHO_PORT}",
-                "--max-seconds", "3600"]
-            label = "fastnet-publish"
-        else:
-            extra = []
-            if self.expose:
-                self.api = os.path.join(r.workdir, "fastnet.api")
-                extra = ["--api", self.api] + (["--ports-state", "none"] if _EXPOSE.get("ports-state") else [])
-            argv = ns.exec_(ns.host) + _fastnet_cmd(self.args) + ["serve"] + tap + ["--disable-proxy"] + extra
-            label = "fastnet"
+        tap = ["--tap", TAP, "--netns", ns.guest_path, "--mtu", str(self.mtu),
+               "--tap-offload" if self.offload else "--no-tap-offload"]
+        self.api = os.path.join(r.workdir, "fastnet.api")
+        # no state file: a restarted daemon must not publish the ports again by itself
+        argv = ns.exec_(ns.host) + _fastnet_cmd(self.args) + ["serve"] + tap + [
+            "--disable-proxy", "--api", self.api, "--ports-state", "none"]
+        label = "fastnet"
         self.log_label = label
         self.proc = r.spawn(argv, label)
         r.wait_for(ns.guest_link_exists, 15, f"fastnet to create {TAP}", self.proc, label)
         ns.configure_guest(TAP, self.guest_addr, self.prefix, self.gateway, self.mtu)
-        if self.expose and phase != "publish":
-            r.wait_for(lambda: os.path.exists(self.api), 10, "the fastnet API socket", self.proc, label)
-            for hp, gp in ((FWD_PORT, IPERF_PORT), (FWD_ECHO_PORT, ECHO_PORT)):
-                r.run(ns.exec_(ns.host) + _fastnet_cmd(self.args) + ["expose", "--api", self.api,
-                                                                     f"127.0.0.1:{hp}:{self.guest_addr}:{gp}"])
-
-
-_EXPOSE: dict[str, bool] = {}
-
-
-def fastnet_has_expose(args) -> bool:
-    """Whether the fastnet under test has `serve --api` and `expose` (issue 6)."""
-    if args.python not in _EXPOSE:
-        ok = False
-        try:
-            h1 = subprocess.run([args.python, "-m", "fastnet", "serve", "--help"], capture_output=True, text=True,
-                                timeout=30)
-            h2 = subprocess.run([args.python, "-m", "fastnet", "expose", "--help"], capture_output=True, text=True,
-                                timeout=30)
-            ok = "--api" in h1.stdout and h2.returncode == 0
-            # no state file: a restarted daemon must not publish the ports again by itself
-            _EXPOSE["ports-state"] = "--ports-state" in h1.stdout
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        _EXPOSE[args.python] = ok if not args.no_expose else False
-    return _EXPOSE[args.python]
+        r.wait_for(lambda: os.path.exists(self.api), 10, "the fastnet API socket", self.proc, label)
+        for hp, gp in ((FWD_PORT, IPERF_PORT), (FWD_ECHO_PORT, ECHO_PORT)):
+            r.run(ns.exec_(ns.host) + _fastnet_cmd(self.args) + ["expose", "--api", self.api,
+                                                                 f"127.0.0.1:{hp}:{self.guest_addr}:{gp}"])
 
 
 def slirp_api(path: str, req: dict, timeout: float = 5) -> dict:
@@ -484,8 +447,8 @@ def available(family: str) -> str | None:
 
 
 def make_stack(family: str, mtu: int, args) -> Stack:
-    if family in ("fastnet", "fastnet-offload"):
-        return Fastnet(mtu, family == "fastnet-offload", args)
+    if family in ("fastnet", "fastnet-plain"):
+        return Fastnet(mtu, family == "fastnet", args)
     return {"slirp4netns": Slirp, "pasta": Pasta, "veth": Veth}[family](mtu)
 
 
@@ -905,8 +868,7 @@ def versions(args) -> dict:
     return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
             "fastnet": f"{fn_ver} ({fn_file}; compiled modules sha256 {h.hexdigest()[:12]}; repo {git})",
-            "fastnet published ports via": ("fastnet expose" if fastnet_has_expose(args) else
-                                            "bench/e2e/publish.py (Python API; no `fastnet expose` yet)"),
+            "fastnet published ports via": "fastnet expose",
             "slirp4netns": (out(["slirp4netns", "--version"]).splitlines() or ["n/a"])[0],
             "passt/pasta": "deb " + out(["dpkg-query", "-W", "-f", "${Version}", "passt"]),
             "iperf3": (out(["iperf3", "--version"]).splitlines() or ["n/a"])[0],
@@ -983,7 +945,7 @@ def plot(results, path, vers) -> None:
 
     mtus = sorted({r["mtu"] for r in results})
     fams = [f for f in FAMILIES if any(r["family"] == f for r in results)]
-    colors = {"fastnet": "#1f77b4", "fastnet-offload": "#17becf", "slirp4netns": "#ff7f0e", "pasta": "#2ca02c",
+    colors = {"fastnet": "#1f77b4", "fastnet-plain": "#17becf", "slirp4netns": "#ff7f0e", "pasta": "#2ca02c",
               "veth": "#7f7f7f"}
     keys = [("g2h", "guest→host"), ("h2g", "host→guest (-R)"), ("fwd", "published port")]
     fig, axes = plt.subplots(1, len(mtus) + 1, figsize=(4.2 * (len(mtus) + 1), 3.4),
@@ -1016,7 +978,7 @@ def plot(results, path, vers) -> None:
     ax.barh([y + 0.2 for y in ys], [_t(r, "fwd_conn").get("conn_per_s_robust") or 0 for r in cfgs], 0.4,
             label="published port", color="#c5b0d5")
     ax.set_yticks(list(ys))
-    ax.set_yticklabels([r["label"].replace("fastnet --tap-offload", "fastnet offl.") for r in cfgs], fontsize=7)
+    ax.set_yticklabels([r["label"].replace("fastnet --no-tap-offload", "fastnet plain") for r in cfgs], fontsize=7)
     ax.invert_yaxis()
     ax.set_title("connections per second", fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
@@ -1057,8 +1019,6 @@ def parse_args(argv):
     p.add_argument("--python", default=sys.executable,
                    help="the Python whose fastnet package is measured (default: this one)")
     p.add_argument("--guest-python", default=sys.executable, help="Python for rr.py (stdlib only)")
-    p.add_argument("--no-expose", action="store_true",
-                   help="measure fastnet's published port with publish.py even if `fastnet expose` exists")
     p.add_argument("--render", metavar="RESULTS.json",
                    help="measure nothing: write results.md and results.png into --out again from an earlier results.json")
     p.add_argument("-v", "--verbose", action="store_true")

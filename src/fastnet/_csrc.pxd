@@ -311,6 +311,7 @@ cdef extern from "fastnet.h" nogil:
         FN_HEV_RDHUP
 
     struct fn_host_ops:
+        uint64_t (*clock)(void *ctx)
         void *ctx
 
     struct fn_tcp_config:
@@ -373,6 +374,10 @@ cdef extern from "fastnet.h" nogil:
         uint8_t type
         int32_t err
 
+    struct fn_txlog:
+        uint32_t n
+        uint32_t sacked
+
     struct fn_tcb:
         fn_flowkey key
         uint8_t guest_mac[6]
@@ -397,7 +402,7 @@ cdef extern from "fastnet.h" nogil:
         uint16_t snd_mss
         uint8_t rcv_wscale
         uint16_t dupthresh
-        fn_assembler *sacked
+        fn_txlog txlog
         uint32_t srtt
         uint32_t rttvar
         uint32_t rto
@@ -414,7 +419,7 @@ cdef extern from "fastnet.h" nogil:
         uint64_t rst_in, rst_out, challenge_acks
         uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs
         uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes
-        uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits
+        uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits, reneged
         uint64_t host_writes, host_peeks, host_partial_writes
         uint64_t syn_absorbed, refused, nomem
 
@@ -440,6 +445,7 @@ cdef extern from "fastnet.h" nogil:
     uint64_t fn_tcp_iter(const fn_tcp *t, uint32_t *cursor)
     const char *fn_tcp_state_name(int state)
     void fn_host_ops_sys(fn_host_ops *ops, int *epoll_fd)
+    uint64_t fn_host_clock_monotonic(void *ctx)
 
     # fn_memhost.h
     enum:

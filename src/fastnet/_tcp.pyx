@@ -124,7 +124,7 @@ cdef class TcpEngine:
                   double time_wait=15.0, double fin_timeout=60.0, double idle_timeout=7200.0,
                   double rto_min=0.05, double rto_initial=0.25, double rto_max=60.0,
                   unsigned int max_retries=15, unsigned int init_cwnd=10, unsigned int send_burst=1 << 20,
-                  bint tail_loss_probe=True,
+                  bint tail_loss_probe=True, bint live_clock=False,
                   unsigned int txq_bytes=4 << 20, unsigned int txq_frames=4096, seed=None):
         cdef fn_tcp_config cfg
         fn_tcp_config_default(&cfg)
@@ -161,6 +161,10 @@ cdef class TcpEngine:
             if self.epfd < 0:
                 raise OSError(errno, os.strerror(errno))
             fn_host_ops_sys(&self.ops, &self.epfd)
+            if live_clock:
+                # Re-read time.monotonic()'s clock while working (see fn_host_ops.clock):
+                # only for callers whose `now` comes from that clock.
+                self.ops.clock = fn_host_clock_monotonic
         if fn_txq_init(&self.own_txq, txq_bytes, txq_frames, 16) < 0:
             raise MemoryError()
         self.owns_txq = True
@@ -428,7 +432,7 @@ cdef dict _info(uint64_t fid, const fn_tcb *c):
         "rcv_nxt": c.rcv_nxt, "host_seq": c.host_seq, "cwnd": c.cwnd, "ssthresh": c.ssthresh,
         "mss": c.snd_mss, "snd_wscale": c.snd_wscale, "rcv_wscale": c.rcv_wscale,
         "srtt_us": c.srtt, "rto_us": c.rto, "ring": c.ring != NULL,
-        "ooo_ranges": c.oo.n if c.oo != NULL else 0, "sacked_ranges": c.sacked.n if c.sacked != NULL else 0,
+        "ooo_ranges": c.oo.n if c.oo != NULL else 0, "sacked_bytes": c.txlog.sacked,
         "dupthresh": c.dupthresh,
         "bytes_g2h": c.bytes_g2h, "bytes_h2g": c.bytes_h2g, "rexmits": c.rexmits,
     }

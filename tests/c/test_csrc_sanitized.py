@@ -77,3 +77,27 @@ def test_csrc_has_no_python_header():
     for path in CSRC.glob("*.[ch]"):
         text = path.read_text()
         assert "#include <Python.h>" not in text and '#include "Python.h"' not in text, path
+
+
+@pytest.mark.parametrize("log_max", [8, 2048], ids=["merging", "exact"])
+def test_transmission_log_keeps_its_invariants(tmp_path, log_max):
+    """fn_txlog against a shadow model (check_txlog.c): random sends, retransmissions, ACKs,
+    SACKs, reneging and loss marks across the sequence wrap; with room for 8 entries it must
+    merge and stay coherent, with the real size its send times, SACK and loss marks must be
+    exact."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    out = tmp_path / "check_txlog"
+    cmd = [cc, "-std=c99", "-D_GNU_SOURCE", "-O1", "-g", "-fno-omit-frame-pointer", f"-DFN_TXLOG_MAX={log_max}",
+           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-Wall", "-Wextra",
+           "-Wno-unused-parameter", "-Werror", f"-I{CSRC}", str(pathlib.Path(__file__).with_name("check_txlog.c")),
+           str(CSRC / "fn_txlog.c"), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and "sanitize" in proc.stderr and "cannot find" in proc.stderr:
+        pytest.skip("the compiler has no sanitizer runtime")
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([str(out)], capture_output=True, text=True, timeout=300,
+                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"ok txlog max={log_max}")

@@ -50,7 +50,8 @@ class TapForwarder:
         ns.ip("addr", "add", f"{GUEST}/24", "dev", "tap0")
         ns.ip("route", "add", "default", "via", GATEWAY)
         big = offload or mtu > 1500
-        self.engine = _tcp.TcpEngine(mss=mtu - 40, gso=offload, tx_seg_max=65000 if offload else mtu - 40,
+        engine_kw.setdefault("live_clock", True)  # as services/network.py: the forwarder's clock
+        self.engine = _tcp.TcpEngine(mss=mtu - 40, gso=offload, tx_seg_max=max(65000, mtu - 40) if offload else mtu - 40,
                                      seed=seed, **engine_kw)
         self.link = _io.Link(_io.LINK_TAP, fd, 10 if offload else 0, max_frame=(65550 if big else mtu + 18) + 16)
         for direction, spec in (faults or {}).items():

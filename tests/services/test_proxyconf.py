@@ -127,6 +127,8 @@ def test_json_layer_reads_vpnkit_format():
     ([], "JSON object"),
     ({"htp": "x:1"}, "unknown key"),
     ({"http": "socks5://x:1"}, "not an HTTP proxy"),
+    ({"http": 42}, "expected a proxy URL string"),
+    ({"https": ["p:1"]}, "expected a proxy URL string"),
     ({"exclude": "a..b"}, "exclude item"),
     ({"exclude": 5}, "expected a string"),
     ({"transparent_http_ports": [0]}, "not a port"),

@@ -73,7 +73,8 @@ class Clock:
 def make_engine(**cfg) -> TcpEngine:
     """The scripted tests pin RFC 6298's classic timers (1 s initial RTO, 200 ms floor), a short
     2 s TIME-WAIT and no tail-loss probes, so each expected segment is exactly what the RFC text says; the
-    engine's local-link defaults and probes have tests of their own (test_recovery.py)."""
+    engine's local-link defaults (test_retransmit.py) and tail-loss probes (test_rack.py) have
+    tests of their own."""
     cfg.setdefault("seed", 1)
     cfg.setdefault("rto_initial", 1.0)
     cfg.setdefault("rto_min", 0.2)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from tests.tcp import harness as h
 from tests.tcp.harness import *  # noqa: F403
 
@@ -139,3 +141,103 @@ def test_a_dsack_for_a_link_duplicate_leaves_the_window_alone(new_conn, engine, 
     c.run_until(clock.now + REO_WINDOW)
     late = _payload_segs(c)
     assert late and late[0].seq == e(8)
+
+
+def test_a_timeout_spares_data_sent_within_the_reordering_window(new_conn, engine, clock):
+    # RFC 8985 §6.3: a timeout finds the first segment lost (sent an RTO ago) and any other
+    # sent longer than RACK.rtt plus the reordering window ago; what left just before the timer
+    # fired is in flight, and resending it would only draw D-SACKs.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 2)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    rto = c.info()["rto_us"]
+    start = clock.now
+    c.clock.to(start + rto - REO_WINDOW // 2)  # sent half a reordering window before the timer fires
+    more = random.Random(1).randbytes(2 * mss)
+    c.host_push(more)
+    assert [s.seq for s in _payload_segs(c)] == [e(2), e(3)]
+    c.run_until(start + rto + 1)
+    assert engine.stats()["timeouts"] == 1
+    assert [s.seq for s in _payload_segs(c)] == [e(0)]  # cwnd is one segment after a timeout
+    c.send(ack=e(1))
+    resent = [s.seq for s in _payload_segs(c)]
+    assert e(2) not in resent and e(3) not in resent
+    c.send(ack=e(1), sack_blocks=((e(2), e(4)),))  # the recent ones arrive; 1 is missing
+    c.run_until(clock.now + REO_WINDOW)
+    assert e(1) in [s.seq for s in _payload_segs(c)]
+    c.send(ack=e(4))
+    assert c.info()["snd_una"] == e(4)
+    assert engine.stats()["rexmits"] == 2
+
+
+@pytest.mark.engine(init_cwnd=400)
+def test_a_scoreboard_holds_more_holes_than_sack_blocks_fit(new_conn, engine, clock):
+    # Every other segment of 150 lost: 75 holes, beyond the 64 a fixed list of SACKed ranges
+    # would hold. What the guest SACKed is never resent, and each hole is resent once.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    n = 150
+    data, mss, segs = _push(c, n, seed=3)
+    assert len(segs) == n
+    e = lambda i: c.es(i * mss)  # noqa: E731
+    # The guest holds the odd segments; three SACK blocks per ACK (RFC 2018 §3).
+    held = [(e(i), e(i + 1)) for i in range(1, n, 2)]
+    for j in range(0, len(held), 3):
+        c.send(ack=e(0), sack_blocks=tuple(held[j:j + 3]))
+    assert c.info()["sacked_bytes"] == n // 2 * mss
+    c.run_until(clock.now + REO_WINDOW)
+    resent = []
+    for _ in range(10):
+        resent += [s.seq for s in _payload_segs(c)]
+        if len(resent) >= n // 2:
+            break
+        c.send(ack=e(0), sack_blocks=held[-3:])  # the guest answers a burst: more may follow
+    assert sorted(resent) == [e(i) for i in range(0, n, 2)]  # each hole once, nothing held
+    assert engine.stats()["rexmits"] == n // 2
+    c.send(ack=e(n))
+    assert c.info()["snd_una"] == e(n)
+
+
+PTO_FLOOR = 10_000  # µs: two round trips, at least 10 ms (csrc/fn_tcp.c rto_start)
+
+
+@pytest.mark.engine(tail_loss_probe=True)
+def test_a_tail_loss_probe_resends_the_last_segment(new_conn, engine, clock):
+    # RFC 8985 §7: the last segments of a burst are lost and nothing follows them to show it;
+    # two round trips on, the last one is resent so the guest's answer starts recovery.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 4)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.clock.to(clock.now + 200)
+    c.send(ack=e(2))
+    c.run_until(clock.now + PTO_FLOOR + 1)
+    assert [s.seq for s in _payload_segs(c)] == [e(3)]
+    st = engine.stats()
+    assert st["tail_probes"] == 1 and st["timeouts"] == 0
+    c.send(ack=e(2), sack_blocks=((e(3), e(4)),))  # the probe shows segment 2 missing
+    c.run_until(clock.now + REO_WINDOW)
+    assert [s.seq for s in _payload_segs(c)] == [e(2)]
+    c.send(ack=e(4))
+    assert c.info()["snd_una"] == e(4) and engine.stats()["timeouts"] == 0
+
+
+@pytest.mark.engine(tail_loss_probe=True)
+def test_a_lost_retransmission_with_nothing_after_it_is_probed_not_timed_out(new_conn, engine, clock):
+    # The hole's retransmission is lost and no new data follows it (the host has sent all it
+    # had), so no later delivery lets RACK see the loss. The probe, armed in recovery too,
+    # resends the hole itself (the tail is SACKed already) two round trips later, well before
+    # the RTO, and without the timeout's collapse of the window.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    data, mss, segs = _push(c, 8)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    c.clock.to(clock.now + 200)
+    c.send(ack=e(1), sack_blocks=((e(2), e(8)),))  # segment 1 is missing
+    c.run_until(clock.now + REO_WINDOW)
+    assert [s.seq for s in _payload_segs(c)] == [e(1)]
+    cwnd = c.info()["cwnd"]
+    c.run_until(clock.now + PTO_FLOOR + 1)
+    again = _payload_segs(c)
+    assert [s.seq for s in again] == [e(1)] and again[0].payload == data[mss:2 * mss]
+    st = engine.stats()
+    assert st["tail_probes"] == 1 and st["timeouts"] == 0
+    c.send(ack=e(8))
+    assert c.info()["snd_una"] == e(8) and c.info()["cwnd"] >= cwnd

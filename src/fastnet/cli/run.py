@@ -8,6 +8,7 @@ programs that never ask DNS, the aliases in its own /etc/hosts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -26,7 +27,8 @@ GATEWAY_NAMES = ["gateway.docker.internal", "docker.for.mac.gateway.internal", "
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a command in a new network namespace served by fastnet")
-    p.add_argument("--tap-offload", action="store_true", help="TAP with TSO/checksum offload")
+    p.add_argument("--tap-offload", action=argparse.BooleanOptionalAction, default=True,
+                   help="TAP with TSO/checksum offload (default on)")
     add_network_options(p)
     add_control_options(p, state_by_default=False)
     p.add_argument("cmd", nargs="+", metavar="CMD", help="the command (after --)")

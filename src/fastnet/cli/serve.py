@@ -3,6 +3,7 @@ sockets; every flow leaves through ordinary host sockets."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -22,8 +23,10 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("links (at least one)")
     g.add_argument("--tap", metavar="NAME", help="serve the TAP device NAME (created if missing)")
     g.add_argument("--netns", metavar="PATH", help="network namespace of --tap (e.g. /var/run/netns/NAME or /proc/PID/ns/net)")
-    g.add_argument("--tap-offload", action="store_true",
-                   help="TAP with virtio-net header and TSO/checksum offload (fewer, larger frames)")
+    g.add_argument("--tap-offload", action=argparse.BooleanOptionalAction, default=True,
+                   help="TAP with virtio-net header and TSO/checksum offload: fewer, larger frames and no "
+                        "checksums computed on either side (default on; --no-tap-offload for one plain "
+                        "frame per read)")
     add_link_options(g)
     add_network_options(p)
     add_proxy_source_options(p.add_argument_group("HTTP/HTTPS proxy"), serve=True)

@@ -81,8 +81,8 @@ class VirtualNetwork:
         name = name or f"{kind}{self._names}"
         mss = cfg.mtu - 40
         engine = _tcp.TcpEngine(mss=mss, gso=offload, csum_partial=offload,
-                                tx_seg_max=65000 if offload else mss, gw_mac=cfg.gateway_mac,
-                                connect_timeout=cfg.connect_timeout, seed=self.seed)
+                                tx_seg_max=max(65000, mss) if offload else mss, gw_mac=cfg.gateway_mac,
+                                connect_timeout=cfg.connect_timeout, seed=self.seed, live_clock=True)
         link = _io.Link(link_kind, fd, framing, max_frame=max_frame_for(cfg.mtu, offload) + 16)
         if write_fd is not None:
             link.set_write_fd(write_fd)

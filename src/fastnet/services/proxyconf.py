@@ -240,6 +240,8 @@ def layer_from_json(obj: Any) -> Layer:
     layer: Layer = {}
     for key, value in obj.items():
         if key in ("http", "https"):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}: expected a proxy URL string or null")
             layer[key] = parse_proxy_url(value, key) if value not in (None, "") else None
         elif key == "exclude":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
