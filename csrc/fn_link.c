@@ -318,6 +318,8 @@ static int read_dgram(struct fn_link *l, uint64_t now) {
 }
 
 int fn_link_read(struct fn_link *l, uint64_t now) {
+    if (l->err == EPROTO)
+        return -1; /* a desynchronised stream stays failed, its bad length counted once */
     if (l->plen)
         fn_link_pcap_flush(l); /* one write per batch, not per frame */
     l->nrx = 0;

@@ -428,6 +428,8 @@ static uint16_t window_field(struct fn_tcp *t, struct fn_tcb *c, int syn) {
 }
 
 /* Fill spec with the header for a segment of this flow. */
+static int sack_blocks(struct fn_tcb *c, struct fn_tcp_spec *s, int k, int max);
+
 static void seg_spec(struct fn_tcp *t, struct fn_tcb *c, struct fn_tcp_spec *s, uint32_t seq, uint8_t flags) {
     memset(s, 0, sizeof(*s));
     s->sport = c->key.remote_port;
@@ -460,25 +462,93 @@ static void seg_spec(struct fn_tcp *t, struct fn_tcb *c, struct fn_tcp_spec *s, 
         s->o.ts_ecr = (flags & FN_TCP_ACK) ? c->ts_recent : 0;
     }
     if ((flags & FN_TCP_ACK) && !syn && (c->flags & FN_TCBF_SACK) && (asm_n(c->oo) || (c->flags & FN_TCBF_DSACK))) {
-        /* RFC 2883 §4: a duplicate just received goes first (D-SACK, reported once); then
-         * the held blocks, the most recently changed first (RFC 2018 §4). */
-        struct fn_asm_range b[FN_TCP_MAX_SACK];
         int max = (c->flags & FN_TCBF_TS) ? 3 : 4, k = 0;
         if (c->flags & FN_TCBF_DSACK) {
+            /* RFC 2883 §4: a duplicate just received goes first (D-SACK, reported once). */
             s->o.sack[k][0] = c->dsack_l;
             s->o.sack[k][1] = c->dsack_r;
             k++;
             c->flags &= ~FN_TCBF_DSACK;
             t->st.dsacks_out++;
         }
-        int n = fn_asm_blocks(asm_ro(c->oo), b, max - k);
-        for (int i = 0; i < n; i++, k++) {
-            s->o.sack[k][0] = c->rcv_nxt + b[i].start;
-            s->o.sack[k][1] = c->rcv_nxt + b[i].end;
-        }
+        k = sack_blocks(c, s, k, max);
         s->opts |= FN_TCPB_SACK;
         s->o.nsack = (uint8_t)k;
     }
+}
+
+/* The held range containing sequence number seq, or -1. */
+static int oo_range_of(const struct fn_tcb *c, uint32_t seq);
+
+/* Data at seq went into a held range: remember the range for the next ACK's SACK blocks. */
+static void sack_touched(struct fn_tcb *c, uint32_t seq) {
+    int r = oo_range_of(c, seq);
+    for (int i = 0; i < c->sack_ntouch; i++)
+        if (oo_range_of(c, c->sack_touch[i]) == r) { /* already listed: make it the newest */
+            memmove(&c->sack_touch[i], &c->sack_touch[i + 1], sizeof(uint32_t) * (size_t)(c->sack_ntouch - i - 1));
+            c->sack_ntouch--;
+            break;
+        }
+    if (c->sack_ntouch == FN_SACK_TOUCH) { /* the oldest gives way */
+        memmove(&c->sack_touch[0], &c->sack_touch[1], sizeof(uint32_t) * (FN_SACK_TOUCH - 1));
+        c->sack_ntouch--;
+    }
+    c->sack_touch[c->sack_ntouch++] = seq;
+}
+
+/* The held range containing sequence number seq, or -1. */
+static int oo_range_of(const struct fn_tcb *c, uint32_t seq) {
+    const struct fn_assembler *a = asm_ro(c->oo);
+    uint32_t off = seq - c->rcv_nxt;
+    if (fn_seq_lt(seq, c->rcv_nxt))
+        return -1; /* delivered since */
+    for (int i = 0; i < a->n; i++)
+        if (a->r[i].start <= off && off < a->r[i].end)
+            return i;
+    return -1;
+}
+
+/* SACK blocks from slot k on (RFC 2018 §4): first the ranges that took data since the last
+ * ACK, the latest first; then the ranges reported first in the two previous ACKs (each block
+ * is repeated, so one lost ACK loses no information); then the lowest ranges. A range the
+ * guest never hears of looks lost to it and is resent needlessly; ranges that took data but
+ * did not fit stay in sack_touch for the next ACK (the flush sends one at once). */
+static int sack_blocks(struct fn_tcb *c, struct fn_tcp_spec *s, int k, int max) {
+    const struct fn_assembler *a = asm_ro(c->oo);
+    if (!a->n) {
+        c->sack_ntouch = 0;
+        return k;
+    }
+    int pick[FN_TCP_MAX_SACK], np = 0, nt = c->sack_ntouch;
+    int cand[FN_SACK_TOUCH + 3];
+    for (int i = 0; i < nt; i++)
+        cand[i] = oo_range_of(c, c->sack_touch[nt - 1 - i]);
+    cand[nt] = a->last;
+    cand[nt + 1] = oo_range_of(c, c->sack_prev[0]);
+    cand[nt + 2] = oo_range_of(c, c->sack_prev[1]);
+    int ncand = nt + 3, taken = 0; /* touched entries consumed, newest first */
+    for (int i = -ncand; i < a->n && k + np < max; i++) {
+        int r = i < 0 ? cand[i + ncand] : i;
+        int dup = r < 0;
+        for (int j = 0; j < np && !dup; j++)
+            dup = pick[j] == r;
+        if (!dup)
+            pick[np++] = r;
+        if (i + ncand < nt)
+            taken = i + ncand + 1;
+    }
+    /* What did not fit (the oldest touched) waits for the next ACK. */
+    c->sack_ntouch = (uint8_t)(nt - taken);
+    for (int j = 0; j < np; j++, k++) {
+        s->o.sack[k][0] = c->rcv_nxt + a->r[pick[j]].start;
+        s->o.sack[k][1] = c->rcv_nxt + a->r[pick[j]].end;
+    }
+    uint32_t first = c->rcv_nxt + a->r[a->last].start;
+    if (oo_range_of(c, c->sack_prev[0]) != a->last) {
+        c->sack_prev[1] = c->sack_prev[0];
+        c->sack_prev[0] = first;
+    }
+    return k;
 }
 
 static size_t write_headers(struct fn_tcp *t, struct fn_tcb *c, uint8_t *fr, const struct fn_tcp_spec *s,
@@ -877,11 +947,15 @@ static uint32_t pipe_bytes(const struct fn_tcb *c) {
 
 /* RACK's reordering window (RFC 8985 §6.2): a quarter of the minimum RTT, at least 1 ms on
  * this link (frames of a guest link can be held back that long by a busy vCPU), widened by
- * D-SACKs that proved a retransmission needless, at most 16 ms. */
+ * D-SACKs that proved a retransmission needless, and never beyond the smoothed RTT (step 4;
+ * at least the 1 ms floor). The bound matters: while a hole waits out the window, una stands
+ * still and the data held for the guest piles up in the host socket, whose buffer stops the
+ * flow after a few milliseconds at these rates; a needless retransmission costs a segment. */
 static uint64_t reo_wnd(const struct fn_tcb *c) {
     uint64_t base = c->min_rtt / 4 > 1000 ? c->min_rtt / 4 : 1000;
     uint64_t w = base * (c->reo_mult ? c->reo_mult : 1);
-    return w < 16000 ? w : 16000;
+    uint64_t cap = c->srtt > 1000 ? c->srtt : 1000;
+    return w < cap ? w : cap;
 }
 
 /* RACK.xmit_ts (RFC 8985 §6.1): the newest send time among the log ranges overlapping data the
@@ -907,10 +981,33 @@ static void rack_delivered(struct fn_tcp *t, struct fn_tcb *c, uint32_t start, u
 }
 
 /* Enter loss recovery, remembering what an undo restores when the guest later shows the
- * retransmissions were not needed (RFC 3708, RFC 4015). `lost` is how much was just found
- * lost, which decides the reduction. */
+ * retransmissions were not needed (RFC 3708, RFC 4015). `lost` is the longest run of
+ * consecutive bytes just found lost, which decides the reduction. */
+/* Back off for a loss episode: CUBIC's beta = 0.7 of the flight (RFC 9438 §4.6; Reno's 0.5 is
+ * for shared Internet paths), and after a timeout restart from one segment (RFC 5681 eqn. 4). */
+static void reduce_window(struct fn_tcp *t, struct fn_tcb *c, int timeout) {
+    t->st.cwnd_reductions++;
+    uint32_t reduced = (uint32_t)((uint64_t)(c->snd_max - c->snd_una) * 7 / 10);
+    c->ssthresh = reduced > 2u * c->snd_mss ? reduced : 2u * c->snd_mss;
+    c->cwnd = timeout ? c->snd_mss : c->ssthresh;
+    c->cwnd_acc = 0;
+    c->flags &= ~FN_TCBF_NOREDUCE;
+}
+
+/* RFC 5681 §3.1 growth for `acked` newly acknowledged bytes. */
+static void cwnd_grow(struct fn_tcb *c, uint32_t acked) {
+    if (c->cwnd < c->ssthresh) {
+        c->cwnd += acked; /* slow start, byte counting (RFC 3465): stretch ACKs are common */
+        return;
+    }
+    c->cwnd_acc += acked; /* congestion avoidance: one MSS per window of ACKed bytes */
+    if (c->cwnd_acc >= c->cwnd) {
+        c->cwnd_acc -= c->cwnd;
+        c->cwnd += c->snd_mss;
+    }
+}
+
 static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout, uint32_t lost) {
-    uint32_t flight = c->snd_max - c->snd_una;
     if (!(c->flags & (FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS))) {
         c->prior_cwnd = c->cwnd;
         c->prior_ssthresh = c->ssthresh;
@@ -921,17 +1018,15 @@ static void enter_recovery(struct fn_tcp *t, struct fn_tcb *c, int timeout, uint
      * own receive backlog, and when that overflows it drops the tail of a burst, several
      * segments in a row. A short loss with delivered data after it is link noise (a lost or
      * corrupted frame), and shrinking the window for it only slows the transfer (Mathis: at
-     * 1 % loss Reno gets ~12 segments per round trip). So: up to two segments lost are
-     * retransmitted without a reduction; more, or a timeout, reduce by CUBIC's beta = 0.7
-     * (RFC 9438 §4.6; Reno's 0.5 is for shared Internet paths), and a timeout restarts from one
-     * segment (RFC 5681 eqn. 4). */
-    int isolated = !timeout && lost <= 2u * c->snd_mss;
-    uint32_t reduced = isolated ? flight : (uint32_t)((uint64_t)flight * 7 / 10);
-    c->ssthresh = reduced > 2u * c->snd_mss ? reduced : 2u * c->snd_mss;
-    if (isolated && c->prior_ssthresh > c->ssthresh)
-        c->ssthresh = c->prior_ssthresh;
-    c->cwnd = timeout ? c->snd_mss : (isolated && c->cwnd > c->ssthresh ? c->cwnd : c->ssthresh);
-    c->cwnd_acc = 0;
+     * 1 % loss Reno gets ~12 segments per round trip); a big window at 1 % noise has dozens
+     * of such holes, so it is the length of a run that tells, not the total. So: runs of up
+     * to two segments are retransmitted with cwnd and ssthresh left as they are (and the
+     * episode's end leaves them too); a longer run, found now or later in the episode, or a
+     * timeout, reduce the window. */
+    if (timeout || lost > 2u * c->snd_mss)
+        reduce_window(t, c, timeout);
+    else
+        c->flags |= FN_TCBF_NOREDUCE;
     c->recover = c->snd_max;
     c->flags |= FN_TCBF_RECOVERY | FN_TCBF_RXT_FIRST;
     if (c->reo_persist && --c->reo_persist == 0)
@@ -984,8 +1079,18 @@ static void rack_detect(struct fn_tcp *t, struct fn_tcb *c) {
     if (next)
         timer_arm(t, c);
     if (lost) {
+        /* The longest run of consecutive lost bytes (see enter_recovery). */
+        uint32_t run = 0, longest = 0;
+        for (uint32_t i = 0; i < c->txlog.n; i++) {
+            const struct fn_txlog_ent *e = &c->txlog.e[i];
+            run = e->lost ? run + unsacked(c, e, e->end) : 0;
+            if (run > longest)
+                longest = run;
+        }
+        if ((c->flags & FN_TCBF_NOREDUCE) && longest > 2u * c->snd_mss)
+            reduce_window(t, c, 0); /* the episode turned out to be more than noise */
         if (!(c->flags & FN_TCBF_RECOVERY)) {
-            enter_recovery(t, c, 0, lost);
+            enter_recovery(t, c, 0, longest);
             t->st.fast_rexmits++;
         }
         touch(t, c);
@@ -1021,7 +1126,7 @@ static void undo_recovery(struct fn_tcp *t, struct fn_tcb *c) {
         c->cwnd = c->prior_cwnd;
     if (c->prior_ssthresh > c->ssthresh)
         c->ssthresh = c->prior_ssthresh;
-    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_UNDO | FN_TCBF_RXT_FIRST);
+    c->flags &= ~(FN_TCBF_RECOVERY | FN_TCBF_RTO_LOSS | FN_TCBF_UNDO | FN_TCBF_RXT_FIRST | FN_TCBF_NOREDUCE);
     c->dupacks = 0;
     fn_txlog_clear_lost(&c->txlog);
     t->st.undos++;
@@ -1410,9 +1515,9 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                     if (c->dupthresh < 8)
                         c->dupthresh++;
                 }
-                else if (c->cwnd > c->ssthresh || !(c->flags & FN_TCBF_UNDO))
+                else if (!(c->flags & FN_TCBF_NOREDUCE) && (c->cwnd > c->ssthresh || !(c->flags & FN_TCBF_UNDO)))
                     c->cwnd = c->ssthresh;
-                c->flags &= ~FN_TCBF_UNDO;
+                c->flags &= ~(FN_TCBF_UNDO | FN_TCBF_NOREDUCE);
                 /* Data sent during the episode and found lost in it starts the next one. */
                 uint32_t len;
                 next_lost(c, &len);
@@ -1421,19 +1526,15 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
             } else {
                 if (c->flags & FN_TCBF_RTO_LOSS)
                     c->cwnd += acked < c->snd_mss ? acked : c->snd_mss; /* slow start after a timeout */
+                else if (c->flags & FN_TCBF_NOREDUCE)
+                    cwnd_grow(c, acked); /* noise, not congestion: the window grows on as before */
                 /* NewReno partial ACK (RFC 6582 §3.2 step 4): without SACK, the segment at the
                  * new snd_una is lost too. */
                 if (!(c->flags & FN_TCBF_SACK))
                     fn_txlog_mark_lost(&c->txlog, ack, ack + c->snd_mss);
             }
-        } else if (c->cwnd < c->ssthresh) {
-            c->cwnd += acked; /* slow start, byte counting (RFC 3465): stretch ACKs are common */
         } else {
-            c->cwnd_acc += acked; /* congestion avoidance: one MSS per window of ACKed bytes */
-            if (c->cwnd_acc >= c->cwnd) {
-                c->cwnd_acc -= c->cwnd;
-                c->cwnd += c->snd_mss;
-            }
+            cwnd_grow(c, acked);
         }
         /* RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it. */
         c->flags &= ~(FN_TCBF_PROBING | FN_TCBF_TLP | FN_TCBF_TLP_SENT);
@@ -1863,9 +1964,10 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
                 c->dsack_l = s;
                 c->dsack_r = s + plen;
                 c->flags |= FN_TCBF_DSACK;
-            } else if (ring_alloc(t, c) == 0 && asm_get(&c->oo) && fn_asm_add(c->oo, s - c->rcv_nxt, plen) == 0)
+            } else if (ring_alloc(t, c) == 0 && asm_get(&c->oo) && fn_asm_add(c->oo, s - c->rcv_nxt, plen) == 0) {
                 ring_put(t, c, s, data, plen);
-            else
+                sack_touched(c, s);
+            } else
                 t->st.ooo_dropped++;
             c->flags |= FN_TCBF_ACK_NOW;
             /* Without SACK the guest counts duplicate ACKs (RFC 5681 §3.2): one per segment,
@@ -2128,10 +2230,14 @@ static void flush_flow(struct fn_tcp *t, struct fn_tcb *c) {
         if (c->flags & FN_TCBF_CLOSE)
             return;
     }
-    /* 5. An ACK if one is owed and nothing carried it. */
+    /* 5. An ACK if one is owed and nothing carried it; up to two more while held ranges that
+     * took data in this batch are still unreported (three or four SACK blocks per ACK). */
     if (c->flags & (FN_TCBF_ACK_NOW | FN_TCBF_WND_UPDATE)) {
         if (synchronized(c->state) || c->state == FN_TCP_SYN_RECEIVED) {
-            if (send_ctl(t, c, c->snd_nxt, FN_TCP_ACK) < 0)
+            int r = send_ctl(t, c, c->snd_nxt, FN_TCP_ACK);
+            for (int i = 0; i < 2 && r == 0 && c->sack_ntouch && (c->flags & FN_TCBF_SACK); i++)
+                r = send_ctl(t, c, c->snd_nxt, FN_TCP_ACK);
+            if (r < 0)
                 block(t, c);
         }
     }

@@ -148,6 +148,8 @@ enum fn_tcp_refusal {
 
 /* ---- per-flow state (TCB) ---- */
 
+#define FN_SACK_TOUCH 6 /* held ranges one batch's ACKs report for certain (fn_tcb.sack_touch) */
+
 struct fn_tcb {
     struct fn_flowkey key;      /* guest ip/port, remote ip/port (v4-mapped) */
     uint8_t guest_mac[6];
@@ -169,6 +171,9 @@ struct fn_tcb {
     uint8_t *ring;              /* rx_buf bytes, byte s at ring[s & (rx_buf-1)]; NULL until needed */
     struct fn_assembler *oo;    /* out-of-order ranges held, offsets from rcv_nxt (NULL: none yet) */
     uint32_t dsack_l, dsack_r;  /* a duplicate to report as the first SACK block (RFC 2883) */
+    uint32_t sack_prev[2];      /* starts of the last two first SACK blocks sent, to repeat (RFC 2018 §4) */
+    uint32_t sack_touch[FN_SACK_TOUCH]; /* held ranges that took data since the last ACK (a sequence number in each) */
+    uint8_t sack_ntouch;
 
     /* send side (us → guest) */
     uint32_t iss;
@@ -255,6 +260,7 @@ struct fn_tcb {
 #define FN_TCBF_UNDO 0x4000000      /* prior_cwnd/ssthresh hold what an undo restores */
 #define FN_TCBF_TLP_SENT 0x8000000  /* a tail-loss probe went out; the next timer is an RTO */
 #define FN_TCBF_RXT_FIRST 0x10000000 /* recovery just began: the first lost segment goes at once */
+#define FN_TCBF_NOREDUCE 0x20000000  /* this recovery left the window alone (link noise, not congestion) */
 
 struct fn_tcp_stats {
     uint64_t segs_in, segs_out, bytes_in, bytes_out;
@@ -263,6 +269,7 @@ struct fn_tcp_stats {
     uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs;
     uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes;
     uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits, reneged;
+    uint64_t cwnd_reductions;   /* loss episodes that cut the window (not link noise) */
     uint64_t host_writes, host_peeks, host_partial_writes;
     uint64_t syn_absorbed, refused, nomem;
 };

@@ -331,6 +331,40 @@ int fn_ipv4_verify(const uint8_t *ip) {
     return fn_csum_partial(ip, hl, 0) == 0xffff ? FN_OK : FN_EIPV4_CSUM;
 }
 
+/* The destination for an IPv6 pseudo-header (RFC 8200 §8.1): the final one. With a Routing
+ * header whose Segments Left is not zero the packet is still on its way through waypoints and
+ * the header's destination is the next of them; the final destination is the last address of
+ * a type 0 or 2 header, and Segment List[0] of a Segment Routing header (type 4, RFC 8754
+ * §2: the list is in reverse order). The headers were validated by the parse. */
+static const uint8_t *ipv6_final_dst(const uint8_t *ip, const struct fn_frame *f) {
+    const uint8_t *dst = ip + FN_IPV6_OFF_DST;
+    uint8_t nxt = ip[FN_IPV6_OFF_NXT];
+    uint32_t pos = FN_IPV6_HLEN, end = f->l4_off - f->l3_off;
+    while (pos + 8 <= end) {
+        uint32_t el;
+        if (nxt == FN_IPPROTO_HOPOPTS || nxt == FN_IPPROTO_ROUTING || nxt == FN_IPPROTO_DSTOPTS)
+            el = ((uint32_t)ip[pos + 1] + 1) * 8;
+        else if (nxt == FN_IPPROTO_FRAGMENT)
+            el = 8;
+        else if (nxt == FN_IPPROTO_AH)
+            el = ((uint32_t)ip[pos + 1] + 2) * 4;
+        else
+            break;
+        if (el > end - pos)
+            break;
+        if (nxt == FN_IPPROTO_ROUTING && ip[pos + 3] != 0 && el >= 24) {
+            uint8_t type = ip[pos + 2];
+            if (type == 0 || type == 2)
+                dst = ip + pos + 8 + ((el - 8) / 16 - 1) * 16;
+            else if (type == 4)
+                dst = ip + pos + 8;
+        }
+        nxt = ip[pos];
+        pos += el;
+    }
+    return dst;
+}
+
 /* Sum of pseudo-header (if any) and the L4 bytes; 0xffff means the checksum verifies. */
 static uint32_t l4_sum(const uint8_t *p, const struct fn_frame *f) {
     const uint8_t *ip = p + f->l3_off;
@@ -343,7 +377,9 @@ static uint32_t l4_sum(const uint8_t *p, const struct fn_frame *f) {
     case FN_KIND_TCP6:
     case FN_KIND_UDP6:
     case FN_KIND_ICMP6:
-        s = fn_csum_pseudo6(ip + FN_IPV6_OFF_SRC, ip + FN_IPV6_OFF_DST, f->l4_proto, f->l4_len);
+        s = fn_csum_pseudo6(ip + FN_IPV6_OFF_SRC,
+                            (f->flags & FN_FRAME_IP_OPTIONS) ? ipv6_final_dst(ip, f) : ip + FN_IPV6_OFF_DST,
+                            f->l4_proto, f->l4_len);
         break;
     default: /* ICMPv4 has no pseudo-header (RFC 792) */
         break;

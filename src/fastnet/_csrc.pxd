@@ -420,6 +420,7 @@ cdef extern from "fastnet.h" nogil:
         uint64_t bad_csum, bad_seq, no_flow, ooo_segs, ooo_dropped, dup_segs
         uint64_t rexmits, fast_rexmits, timeouts, zero_window_probes
         uint64_t tail_probes, dsacks_in, dsacks_out, undos, lost_rexmits, reneged
+        uint64_t cwnd_reductions
         uint64_t host_writes, host_peeks, host_partial_writes
         uint64_t syn_absorbed, refused, nomem
 

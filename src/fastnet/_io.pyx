@@ -486,7 +486,9 @@ cdef class Stack:
         return {
             "frames": st["frames"], "bytes": st["bytes"],
             "kinds": {Kind(i).name.lower(): v for i, v in enumerate(st["kind"]) if v},
-            "malformed": {strerror(-i): v for i, v in enumerate(st["malformed"]) if v and i},
+            # Bucket 0 holds what has no reason of its own (a reassembled datagram that does not
+            # parse): shown as "other", not hidden.
+            "malformed": {(strerror(-i) if i else "other"): v for i, v in enumerate(st["malformed"]) if v},
             "arp_replies": st["arp_replies"], "arp_ignored": st["arp_ignored"],
             "slow_queued": st["slow_queued"], "slow_dropped": st["slow_dropped"],
             "not_for_us": st["not_for_us"], "polls": st["polls"], "link_blocked": st["link_blocked"],

@@ -14,6 +14,7 @@ import time
 
 from fastnet import _io, _tcp
 from fastnet.aio.forwarder import Connect, Forwarder, Refuse
+from fastnet.services.network import RX_RING
 from fastnet._tcp import Refusal
 
 GATEWAY = "192.168.65.1"
@@ -51,6 +52,7 @@ class TapForwarder:
         ns.ip("route", "add", "default", "via", GATEWAY)
         big = offload or mtu > 1500
         engine_kw.setdefault("live_clock", True)  # as services/network.py: the forwarder's clock
+        engine_kw.setdefault("rx_buf", RX_RING)   # and its receive ring
         self.engine = _tcp.TcpEngine(mss=mtu - 40, gso=offload, tx_seg_max=max(65000, mtu - 40) if offload else mtu - 40,
                                      seed=seed, **engine_kw)
         self.link = _io.Link(_io.LINK_TAP, fd, 10 if offload else 0, max_frame=(65550 if big else mtu + 18) + 16)

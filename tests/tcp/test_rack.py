@@ -56,15 +56,14 @@ def test_a_lost_retransmission_is_found_by_later_deliveries(new_conn, engine, cl
     assert c.info()["snd_una"] == e(10)
 
 
-def test_a_dsack_widens_the_reordering_window(new_conn, engine, clock):
-    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
-    data, mss, segs = _push(c, 8)
-    e = lambda k: c.es(k * mss)  # noqa: E731
+def _needless_retransmission_then_a_hole(c, engine, e):
+    """Segment 0 of 8 looks lost and is resent, but the original was only late: the guest
+    reports the retransmission as a duplicate (RFC 2883), so the recovery is undone and the
+    reordering window widens. Then 8 more, with 8 missing: the window is put to the test."""
+    _push(c, 8)
     c.send(ack=e(0), sack_blocks=((e(1), e(8)),))
-    c.run_until(clock.now + REO_WINDOW)
+    c.run_until(c.clock.now + REO_WINDOW)
     assert _payload_segs(c)[0].seq == e(0)
-    # The original was only late: the guest reports the retransmission as a duplicate
-    # (RFC 2883), so the recovery is undone and reordering is given more time.
     c.send(ack=e(8), sack_blocks=((e(0), e(1)),))
     c.recv()
     st = engine.stats()
@@ -72,9 +71,31 @@ def test_a_dsack_widens_the_reordering_window(new_conn, engine, clock):
     _, _, segs = _push(c, 8, seed=2)
     assert len(segs) == 8
     c.send(ack=e(8), sack_blocks=((e(9), e(16)),))
-    c.run_until(clock.now + REO_WINDOW)
+    c.run_until(c.clock.now + REO_WINDOW)
+
+
+def test_a_dsack_widens_the_reordering_window(new_conn, engine, clock):
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    # A first exchange with a 4 ms round trip: the window may widen up to the smoothed RTT
+    # (RFC 8985 §6.2 step 4), from a quarter of the minimum RTT (here the 1 ms floor).
+    _, mss, _ = _push(c, 2, seed=5)
+    c.clock.to(clock.now + 4_000)
+    c.send(ack=c.es(2 * mss))
+    e = lambda k: c.es((2 + k) * mss)  # noqa: E731
+    _needless_retransmission_then_a_hole(c, engine, e)
     assert _payload_segs(c) == []  # one window is no longer enough
     c.run_until(clock.now + REO_WINDOW)
+    late = _payload_segs(c)
+    assert late and late[0].seq == e(8)
+
+
+def test_the_reordering_window_stays_within_the_smoothed_rtt(new_conn, engine, clock):
+    # With a round trip below the 1 ms floor, D-SACKs cannot widen the window beyond it: a
+    # needless retransmission costs a segment, a late one stalls the whole window.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    mss = c.info()["mss"]
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    _needless_retransmission_then_a_hole(c, engine, e)
     late = _payload_segs(c)
     assert late and late[0].seq == e(8)
 
@@ -241,3 +262,47 @@ def test_a_lost_retransmission_with_nothing_after_it_is_probed_not_timed_out(new
     assert st["tail_probes"] == 1 and st["timeouts"] == 0
     c.send(ack=e(8))
     assert c.info()["snd_una"] == e(8) and c.info()["cwnd"] >= cwnd
+
+
+def _lose(c, n, lost):
+    """Send n segments; the guest gets all but `lost` (SACKing the rest, three blocks per ACK,
+    RFC 2018 §3). Returns the window before, the window after the loss detection, and what was
+    resent."""
+    data, mss, segs = _push(c, n, seed=4)
+    e = lambda k: c.es(k * mss)  # noqa: E731
+    cwnd = c.info()["cwnd"]
+    held, k = [], 0
+    while k < n:
+        if k in lost:
+            k += 1
+            continue
+        j = k
+        while j < n and j not in lost:
+            j += 1
+        held.append((e(k), e(j)))
+        k = j
+    for j in range(0, len(held), 3):
+        c.send(ack=e(0) if 0 in lost else e(min(lost)), sack_blocks=tuple(held[j:j + 3]))
+    c.run_until(c.clock.now + REO_WINDOW)
+    resent = sorted((s.seq - e(0)) // mss for s in _payload_segs(c))
+    return cwnd, c.info()["cwnd"], resent
+
+
+@pytest.mark.engine(init_cwnd=40)
+def test_scattered_single_losses_keep_the_window(new_conn, engine, clock):
+    # Six separate one-segment holes in one window: link noise (a corrupt or dropped frame),
+    # not the guest's backlog overflowing. All are resent; the window stays.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    before, after, resent = _lose(c, 30, {0, 5, 10, 15, 20, 25})
+    assert resent == [0, 5, 10, 15, 20, 25]
+    assert after == before
+
+
+@pytest.mark.engine(init_cwnd=40)
+def test_a_run_of_lost_segments_reduces_the_window(new_conn, engine, clock):
+    # Three segments in a row: the tail of a burst dropped by an overflowing backlog.
+    c = h.established(new_conn(**OPTION_SETS["sack_ws"]))
+    before, after, resent = _lose(c, 30, {0, 1, 2})
+    assert resent == [0, 1, 2]
+    mss = c.info()["mss"]
+    assert after == 30 * mss * 7 // 10 < before  # CUBIC's beta (RFC 9438 §4.6) of the flight

@@ -66,6 +66,33 @@ def test_sack_blocks_most_recent_first(new_conn, variant):
                                          [(10, 15), (30, 45), (50, 55), (70, 75), (90, 95)]}
 
 
+@pytest.mark.parametrize("variant", ["full", "sack_ws"])
+def test_every_range_a_batch_touched_is_reported(new_conn, variant):
+    # Five holes opened by one batch: the end of the batch reports all five ranges, three (or
+    # four) blocks per ACK, the newest first; a range the guest never hears of would look
+    # lost to it and be resent.
+    c = h.established(new_conn(**OPTION_SETS[variant]))
+    starts = (10, 30, 50, 70, 90)
+    c.send_batch([c.seg(seq=c.gs(a), payload=bytes(5)) for a in starts])
+    acks = c.recv()
+    maxb = 3 if c.ts else 4
+    assert len(acks) == 2 and all(s.ack == c.gs(0) for s in acks)
+    assert acks[0].sack_blocks[:maxb] == tuple((c.gs(a), c.gs(a + 5)) for a in reversed(starts))[:maxb]
+    reported = {b for s in acks for b in s.sack_blocks}
+    assert reported == {(c.gs(a), c.gs(a + 5)) for a in starts}
+
+
+@pytest.mark.parametrize("variant", ["full", "sack_ws"])
+def test_sack_blocks_repeat_the_previous_first_blocks(new_conn, variant):
+    # RFC 2018 §4: after the newest block come the blocks reported first in the previous ACKs,
+    # so a lost ACK costs no information; the lowest ranges only fill what is left.
+    c = h.established(new_conn(**OPTION_SETS[variant]))
+    for a in (10, 30, 50, 70):
+        c.send(seq=c.gs(a), payload=bytes(5))
+        acks = c.recv()
+    assert acks[-1].sack_blocks[:3] == ((c.gs(70), c.gs(75)), (c.gs(50), c.gs(55)), (c.gs(30), c.gs(35)))
+
+
 def test_no_sack_blocks_without_sack_permitted(new_conn):
     c = h.established(new_conn(mss=1460, timestamps=True))
     c.send(seq=c.gs(10), payload=b"x")

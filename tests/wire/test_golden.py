@@ -714,18 +714,27 @@ def test_scapy_reads_fastnet_built_frame_with_valid_checksums(kind, scapy_fields
         assert scapy_fields.checksums_valid(built), seed
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: fastnet puts the IPv6 header's destination in "
-                   "the pseudo-header; with a Routing header whose segments-left is not zero the "
-                   "final destination is the routing header's last address (RFC 8200 §8.1)")
-def test_ipv6_routing_header_checksum_uses_the_final_destination(scapy_fields):
+@pytest.mark.parametrize("routing", ["type0", "srh", "srh-arrived", "type0-arrived"])
+def test_ipv6_routing_header_checksum_uses_the_final_destination(scapy_fields, routing):
+    """RFC 8200 §8.1: with a Routing header whose Segments Left is not zero, the pseudo-header
+    holds the final destination (the last address of a type 0/2 header, Segment List[0] of a
+    Segment Routing header, RFC 8754), not the next waypoint in the IPv6 header; once Segments
+    Left is 0 the IPv6 header's destination is the final one."""
     from scapy.layers.inet import UDP
-    from scapy.layers.inet6 import IPv6, IPv6ExtHdrRouting
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrRouting, IPv6ExtHdrSegmentRouting
     from scapy.layers.l2 import Ether
 
+    rh = {"type0": IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=1),
+          "type0-arrived": IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=0),
+          "srh": IPv6ExtHdrSegmentRouting(addresses=["2001:db8::99", "2001:db8::1"], segleft=1),
+          "srh-arrived": IPv6ExtHdrSegmentRouting(addresses=["2001:db8::1", "2001:db8::98"], segleft=0)}[routing]
     pkt = (Ether(dst="52:55:0a:00:02:02", src="52:54:00:12:34:56")
-           / IPv6(src="fd00::15", dst="2001:db8::1")
-           / IPv6ExtHdrRouting(addresses=["2001:db8::99"], segleft=1)
+           / IPv6(src="fd00::15", dst="2001:db8::1") / rh
            / UDP(sport=1000, dport=2000) / b"via a waypoint")
     data = bytes(pkt)
     assert scapy_fields.checksums_valid(data)
-    assert wire.parse_frame(data).verify_checksums()
+    f = wire.parse_frame(data)
+    assert f.verify_checksums()
+    broken = bytearray(data)
+    broken[-1] ^= 1
+    assert not wire.parse_frame(bytes(broken)).verify_checksums()
