@@ -68,17 +68,6 @@ uint32_t fn_asm_remove_front(struct fn_assembler *a) {
     return k;
 }
 
-int fn_asm_blocks(const struct fn_assembler *a, struct fn_asm_range *out, int max) {
-    int k = 0;
-    if (a->n == 0 || max <= 0)
-        return 0;
-    out[k++] = a->r[a->last];
-    for (int i = 0; i < a->n && k < max; i++)
-        if (i != a->last)
-            out[k++] = a->r[i];
-    return k;
-}
-
 int fn_asm_contains(const struct fn_assembler *a, uint32_t off, uint32_t len) {
     for (int i = 0; i < a->n; i++)
         if (a->r[i].start <= off && off + len <= a->r[i].end)

@@ -32,8 +32,6 @@ uint32_t fn_asm_remove_front(struct fn_assembler *a);
 /* Rebase after the in-order point advanced by k bytes with no held data at the front (the
  * caller delivered bytes [0, k) from elsewhere); ranges below k are trimmed. */
 void fn_asm_advance(struct fn_assembler *a, uint32_t k);
-/* Up to max ranges, the most recently changed first, then the others in order (RFC 2018 §4). */
-int fn_asm_blocks(const struct fn_assembler *a, struct fn_asm_range *out, int max);
 /* Whether [off, off+len) is entirely held. */
 int fn_asm_contains(const struct fn_assembler *a, uint32_t off, uint32_t len);
 

@@ -252,7 +252,6 @@ cdef extern from "fastnet.h" nogil:
     int fn_asm_add(fn_assembler *a, uint32_t off, uint32_t len)
     uint32_t fn_asm_remove_front(fn_assembler *a)
     void fn_asm_advance(fn_assembler *a, uint32_t k)
-    int fn_asm_blocks(const fn_assembler *a, fn_asm_range *out, int max)
     int fn_asm_contains(const fn_assembler *a, uint32_t off, uint32_t len)
 
     # fn_flowtab.h
