@@ -1,6 +1,7 @@
 # make run   — set everything up (apt packages, a virtualenv, the compiled package) and run the
 #              main job on a built-in default: `fastnet run -- curl http://host.docker.internal:PORT/`
-# make test  — set everything up and run the test suite (the optimised build, then the wire
+# make test  — set everything up and run the test suite (the optimised build; the benchmarks
+#              once each with their result checks, and the end-to-end smoke run; then the wire
 #              tests again under the debug build with bounds checks)
 # make bench — micro-benchmarks (pytest-benchmark); see bench/README.md
 
@@ -14,8 +15,9 @@ PYTEST_ARGS ?=
 run: deps-run $(VENV)/.installed
 	sh scripts/demo.sh $(VENV)
 
-test: deps-test $(VENV)/.installed-test
+test: deps-test $(VENV)/.installed-bench
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q bench --benchmark-disable
 	$(MAKE) test-debug
 
 # The parsers once more, built with FASTNET_DEBUG=1 (-O0, Cython bounds checks, FN_DEBUG).

@@ -26,7 +26,6 @@
 enum fn_dgram_state { FN_DG_FREE = 0, FN_DG_PENDING, FN_DG_ACTIVE };
 
 #define FN_DG_RAW 0x01          /* the fd is a raw ICMP socket (no id rewriting, we fill checksums) */
-#define FN_DG_CLOSE 0x02
 
 struct fn_dgram_config {
     uint8_t gw_mac[6];
@@ -47,14 +46,11 @@ struct fn_dgram_flow {
     uint32_t gen;
     int fd;
     uint8_t ttl;                /* the guest's TTL, applied to the host socket (traceroute) */
-    uint8_t tos;
-    uint16_t host_id;           /* ICMP: the identifier the kernel uses for this ping socket */
     uint64_t last;
     uint32_t lru_prev, lru_next, next_free;
     uint8_t *pend;              /* pending datagrams: u16 length then payload, repeated */
     uint32_t pend_len;
     uint64_t pkts_g2h, pkts_h2g, bytes_g2h, bytes_h2g;
-    int32_t err;
 };
 
 enum fn_dgram_event_type { FN_DEV_NEW_FLOW = 1, FN_DEV_CLOSED };

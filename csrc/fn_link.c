@@ -236,7 +236,7 @@ static int read_tap(struct fn_link *l, uint64_t now) {
 static uint32_t prefix_len(const struct fn_link *l, const uint8_t *h) {
     if (l->prefix == 2)
         return l->prefix_be ? fn_ld_be16(h) : fn_ld_le16(h);
-    return l->prefix_be ? fn_ld_be32(h) : (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    return l->prefix_be ? fn_ld_be32(h) : fn_ld_le32(h);
 }
 
 static int read_stream(struct fn_link *l, uint64_t now) {

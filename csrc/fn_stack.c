@@ -204,6 +204,15 @@ static int unchecksummed_dhcp(const uint8_t *p, const struct fn_frame *f) {
            fn_ld_be16(udp) == 68 && fn_ld_be16(udp + 2) == 67;
 }
 
+/* A datagram whose (non-zero) L4 checksum is wrong: counted, and silently discarded
+ * (RFC 1122 §4.1.3.4 / §3.2.2), never forwarded with a fresh one. */
+static void bad_l4_csum(struct fn_stack *s) {
+    if (s->dgram)
+        s->dgram->st.bad_csum++;
+    else
+        s->st.malformed[-FN_EL4_CSUM]++;
+}
+
 void fn_stack_input(struct fn_stack *s, const uint8_t *p, uint32_t len, int csum_ok, uint64_t now) {
     struct fn_frame f;
     s->st.frames++;
@@ -236,19 +245,20 @@ void fn_stack_input(struct fn_stack *s, const uint8_t *p, uint32_t len, int csum
             s->st.malformed[-FN_EIPV4_CSUM]++;
             return;
         }
-        /* RFC 1122 §4.1.3.4 / §3.2.2: a datagram whose (non-zero) checksum is wrong is
-         * silently discarded, never forwarded to the host with a fresh one. */
         if (!csum_ok && fn_l4_verify(p, &f) != FN_OK) {
-            if (s->dgram)
-                s->dgram->st.bad_csum++;
-            else
-                s->st.malformed[-FN_EL4_CSUM]++;
+            bad_l4_csum(s);
             return;
         }
         if (datagram(s, p + FN_ETH_OFF_SRC, p + f.l3_off, &f, p, now))
             return;
         break;
     case FN_KIND_IPV4_FRAG: {
+        /* The same checks as whole datagrams (above): each fragment's header, then the
+         * reassembled datagram's L4 checksum, which only the whole datagram carries. */
+        if (!csum_ok && fn_ipv4_verify(p + f.l3_off) != FN_OK) {
+            s->st.malformed[-FN_EIPV4_CSUM]++;
+            return;
+        }
         uint32_t len;
         uint8_t mac[6];
         const uint8_t *whole = fn_frag_input(&s->frag, p, &f, now, &len, mac);
@@ -257,6 +267,10 @@ void fn_stack_input(struct fn_stack *s, const uint8_t *p, uint32_t len, int csum
         struct fn_frame g;
         if (fn_parse_ip(whole, len, &g) != FN_OK) {
             s->st.malformed[0]++;
+            return;
+        }
+        if (fn_l4_verify(whole, &g) != FN_OK) {
+            bad_l4_csum(s);
             return;
         }
         if (!datagram(s, mac, whole, &g, whole, now))

@@ -1515,8 +1515,8 @@ static int process_ack(struct fn_tcp *t, struct fn_tcb *c, uint32_t ack, uint32_
                     if (c->dupthresh < 8)
                         c->dupthresh++;
                 }
-                else if (!(c->flags & FN_TCBF_NOREDUCE) && (c->cwnd > c->ssthresh || !(c->flags & FN_TCBF_UNDO)))
-                    c->cwnd = c->ssthresh;
+                else if (!(c->flags & FN_TCBF_NOREDUCE) && c->cwnd > c->ssthresh)
+                    c->cwnd = c->ssthresh; /* below it (slow start after a timeout) it goes on growing */
                 c->flags &= ~(FN_TCBF_UNDO | FN_TCBF_NOREDUCE);
                 /* Data sent during the episode and found lost in it starts the next one. */
                 uint32_t len;
@@ -1909,8 +1909,6 @@ int fn_tcp_input(struct fn_tcp *t, const uint8_t *p, const struct fn_frame *f, i
         touch(t, c);
         return 0;
     }
-    if (has_ts && fn_seq_le(seq, c->rcv_nxt))
-        c->ts_recent = f->tcp.ts_val; /* RFC 7323 §4.3 */
     if (fin_acked(t, c))
         return 0;
     if (c->state == FN_TCP_TIME_WAIT) {

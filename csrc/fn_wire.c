@@ -487,7 +487,7 @@ size_t fn_classify_stream(const uint8_t *p, size_t n, int prefix, int big_endian
         if (prefix == 2)
             len = big_endian ? fn_ld_be16(h) : fn_ld_le16(h);
         else
-            len = big_endian ? fn_ld_be32(h) : (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+            len = big_endian ? fn_ld_be32(h) : fn_ld_le32(h);
         if (len == 0 || (max_frame && len > max_frame) || len > 0xffff0000u) {
             memset(&out[k], 0, sizeof(out[k]));
             out[k].off = (uint32_t)(pos + prefix);

@@ -9,7 +9,7 @@ writes the link. Python calls it once per event-loop wake-up, never per frame.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close
 
@@ -245,6 +245,7 @@ cdef class Stack:
     cdef readonly bytes gw_mac
     cdef readonly int mtu
     cdef object _switch
+    cdef uint16_t ip_id      # IPv4 IDs of the datagrams send_udp builds (fragments must not collide)
 
     def __cinit__(self, Link link, TcpEngine engine, gw_mac="f6:16:36:bc:f9:c6", arp_ips=(), gateway=None,
                   int mtu=1500, bint datagrams=True, unsigned int max_udp_flows=16384,
@@ -335,6 +336,7 @@ cdef class Stack:
     def dgram_attach(self, unsigned long long flow, sock, unsigned long long now, bint raw=False):
         """Answer a datagram NEW_FLOW with a connected host socket (taken over: detached)."""
         cdef int fd
+        self._need_dgram()
         if hasattr(sock, "detach"):
             sock.setblocking(False)
             fd = sock.detach()
@@ -353,8 +355,7 @@ cdef class Stack:
         cdef int fd
         cdef bytes gm = bytes.fromhex(guest_mac.replace(":", "")) if isinstance(guest_mac, str) else bytes(guest_mac)
         cdef bytes gi = ipaddress.IPv4Address(guest_ip).packed, ri = ipaddress.IPv4Address(remote_ip).packed
-        if self.dg == NULL:
-            raise ValueError("this stack has no datagram NAT")
+        self._need_dgram()
         if hasattr(sock, "detach"):
             sock.setblocking(False)
             fd = sock.detach()
@@ -370,12 +371,18 @@ cdef class Stack:
     def dgram_refuse(self, unsigned long long flow, int icmp_code, unsigned long long now):
         """Refuse a pending datagram flow: icmp_code < 0 drops silently, else ICMP destination
         unreachable with that code (3 port, 13 prohibited, 0 net, 1 host) goes to the guest."""
+        self._need_dgram()
         if fn_dgram_refuse(self.dg, flow, icmp_code if icmp_code >= 0 else -1, now) < 0:
             raise ValueError("no pending datagram flow with that id")
         fn_link_write(self.s.link, now)
 
     def dgram_close(self, unsigned long long flow):
+        self._need_dgram()
         return fn_dgram_close(self.dg, flow) == 0
+
+    cdef _need_dgram(self):
+        if self.dg == NULL:
+            raise ValueError("this stack has no datagram NAT")
 
     def dgram_flows(self):
         cdef uint32_t cur = 0
@@ -405,8 +412,9 @@ cdef class Stack:
         if fn_dgram_emit_udp(&self.s.link.txq, <const uint8_t *>PyBytes_AS_STRING(dm),
                              <const uint8_t *>PyBytes_AS_STRING(self.gw_mac), <const uint8_t *>PyBytes_AS_STRING(si),
                              sport, <const uint8_t *>PyBytes_AS_STRING(di), dport,
-                             <const uint8_t *>PyBytes_AS_STRING(pl), len(pl), self.mtu, 0, ttl) < 0:
+                             <const uint8_t *>PyBytes_AS_STRING(pl), len(pl), self.mtu, self.ip_id, ttl) < 0:
             return False
+        self.ip_id += 1
         fn_link_write(self.s.link, now)
         return True
 

@@ -140,3 +140,41 @@ def test_a_due_timer_reads_the_link_before_it_fires(net):
         conn.close()
     finally:
         srv.close()
+
+
+class _BrokenHandoff:
+    """A policy whose service handler fails for the first connection, then works."""
+
+    def __init__(self):
+        self.calls = 0
+        self.served = []
+
+    def tcp_target(self, gip, gport, dip, dport):
+        from fastnet.aio.forwarder import Handoff
+        return Handoff(self._handler)
+
+    def _handler(self, sock, tup):
+        self.calls += 1
+        if self.calls == 1:
+            sock.close()
+            raise RuntimeError("a service's bug")
+        self.served.append(sock)
+
+
+def test_a_failing_flow_event_costs_that_flow_only(net):
+    # An exception while handling one new flow (here a service's handoff handler) is logged;
+    # the wake-up goes on: the next guest SYN is served and timers stay armed.
+    fw, engine, loop, guest = net
+    fw.policy = policy = _BrokenHandoff()
+    # Both SYNs in one read: one wake-up drains both events, so the first's failure must not
+    # lose the second.
+    guest.send([bytes(Seg(seq=GUEST_ISN, ack=0, flags=int(F.SYN), window=65535, src_port=40000 + i, dst_port=80,
+                          mss=1460).frame()) for i in range(2)])
+    for _ in range(100):
+        _run(loop, 0.01)
+        if policy.calls >= 2:
+            break
+    assert policy.calls == 2 and len(policy.served) == 1
+    assert fw._deadline and not fw.closed
+    for s in policy.served:
+        s.close()

@@ -200,6 +200,22 @@ def test_a_reassembled_datagram_that_does_not_parse_is_counted_as_other(port):
     assert stack.dgram_stats()["flows_active"] == 0
 
 
+def test_fragmented_datagrams_get_the_checksum_checks_whole_ones_get(port):
+    """A corrupted fragment header is dropped like a whole datagram's; a datagram whose UDP
+    checksum is wrong is dropped once reassembled (only the whole carries that checksum), never
+    forwarded to the host with a fresh one (RFC 1122 §4.1.3.4)."""
+    stack, guest = port
+    dgram = udp(HOST, 40011, 9, bytes(64), bad=True)
+    guest.send(fragment(17, HOST, dgram[:40], ident=8, off=0, more=True))
+    guest.send(fragment(17, HOST, dgram[40:], ident=8, off=40, more=False))
+    bad_header = bytearray(fragment(17, HOST, bytes(40), ident=9, off=0, more=True))
+    bad_header[14 + 10] ^= 0xFF  # the IPv4 header checksum
+    guest.send(bytes(bad_header))
+    stack.poll_link(now_us())
+    assert stack.dgram_stats()["bad_csum"] == 1 and stack.dgram_stats()["flows_active"] == 0
+    assert stack.stats()["malformed"] == {"bad IPv4 header checksum": 1}
+
+
 def test_a_bad_length_on_a_stream_link_is_counted_and_ends_the_link():
     """Streams cannot be resynchronised: frames before the bad length are handled, then the link
     fails with EPROTO (the forwarder closes the port)."""

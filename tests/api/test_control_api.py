@@ -306,6 +306,7 @@ def test_proxy_settings_through_the_api(control):
     assert "http" not in got["current"]
     set_ = c.call("POST", "/v1/proxy", {"http": "http://user:secret@proxy.example:3128", "exclude": "localhost"})
     assert set_["current"]["http"] == "http://proxy.example:3128"   # credentials are not shown
+    assert "secret" not in json.dumps(c.call("GET", "/v1/proxy"))    # not in what was posted either
     assert c.call("GET", "/v1/proxy")["current"]["exclude"] == "localhost"
     resp = req(control, "POST", "/v1/proxy", {"bogus": 1})
     assert resp[0] == 400 and "bogus" in error_of(resp)["error"]

@@ -16,7 +16,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from fastnet.services import dhcp as dhcp_mod
-from fastnet.services.addressing import AddressPool
+from fastnet.services.addressing import AddressError, AddressPool
 from fastnet.services.config import NetworkConfig, StaticLease, format_mac
 from fastnet.services.dhcp import DhcpServer, encode_domain_search
 
@@ -416,6 +416,29 @@ def test_decline_holds_the_address(srv, clock):
     assert one(srv, message(DISCOVER, MAC2)).bootp.yiaddr == "192.168.65.5"
     clock.now += dhcp_mod.DECLINE_HOLD + 1
     assert one(srv, message(DISCOVER, MAC3)).bootp.yiaddr == "192.168.65.3"
+
+
+def test_a_declined_static_address_is_held_and_its_owner_served_elsewhere(clock):
+    # The held address is the pool's own mark: the static lease's owner gets another address
+    # while it lasts (not its static one back), every binding stays findable by address, and
+    # the owner's address returns once the hold ends.
+    srv = server(clock, leases=[StaticLease(ip=IP4("192.168.65.9"), mac=mac_bytes(MAC1))])
+    assert dora(srv, MAC1).bootp.yiaddr == "192.168.65.9"
+    none(srv, message(DECLINE, MAC1, options=[("server_id", "192.168.65.1"), ("requested_addr", "192.168.65.9")]))
+    ack = dora(srv, MAC1)
+    assert ack.bootp.yiaddr == "192.168.65.3"
+    assert [x["ip"] for x in srv.leases()] == ["192.168.65.3"]
+    assert srv.pool.lookup_ip(IP4("192.168.65.3")).mac == mac_bytes(MAC1)
+    clock.now += dhcp_mod.DECLINE_HOLD + 1
+    assert one(srv, message(DISCOVER, MAC2)).bootp.yiaddr == "192.168.65.4"  # the hold ended ...
+    assert srv.pool.lookup_ip(IP4("192.168.65.3")).mac == mac_bytes(MAC1)     # ... and took nobody's lease
+
+
+def test_nobody_takes_another_guests_static_address_by_preference():
+    srv = server(leases=[StaticLease(ip=IP4("192.168.65.9"), mac=mac_bytes(MAC2))])
+    with pytest.raises(AddressError, match="already used"):
+        srv.pool.allocate(uuid="u-vm", preferred=IP4("192.168.65.9"))   # a vmnet client asking
+    assert srv.pool.allocate(mac=mac_bytes(MAC2), preferred=IP4("192.168.65.9")).ip == IP4("192.168.65.9")
 
 
 def test_decline_needs_our_server_id_and_the_clients_address(srv):

@@ -264,6 +264,8 @@ def test_dns_table_of_the_config_file(tmp_path):
     ({"hosts": {"x": "1.2.3"}}, "dns.hosts"),
     ({"timeout": 0}, "dns.timeout"),
     ({"enabled": "yes"}, "dns.enabled"),
+    ({"zone": [{"name": "x.internal.", "records": [{"name": "a", "ip": "not-an-ip"}]}]}, "dns.zone"),
+    ({"zone": [{"records": []}]}, "dns.zone"),
 ])
 def test_bad_dns_settings_fail_at_load(table, message):
     with pytest.raises(ConfigError, match=message):

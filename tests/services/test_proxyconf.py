@@ -58,6 +58,16 @@ def test_bad_url_error_hides_credentials():
     assert "alice" not in str(e.value) and "s3cr" not in str(e.value)
 
 
+@pytest.mark.parametrize("password", ["s3/cr3t", "pa?ss", "pa#ss"])
+def test_a_password_that_breaks_the_url_is_not_shown_either(password):
+    # Unencoded "/", "?" or "#" end the authority early: the URL fails to parse, and neither
+    # the masked form nor the parser's message may give the password away.
+    with pytest.raises(ConfigError) as e:
+        parse_proxy_url(f"http://bob:{password}@proxy:3128")
+    assert "bob" not in str(e.value) and password not in str(e.value)
+    assert password.split("/")[0].split("?")[0].split("#")[0] not in str(e.value)
+
+
 def test_credentials_become_basic_auth_and_never_show():
     s = parse_proxy_url(f"http://alice:{SECRET}@proxy.corp:3128")
     assert s.authorization == "Basic YWxpY2U6czNjckB0"          # base64("alice:s3cr@t")
@@ -406,6 +416,19 @@ def test_guest_environment_both_cases_and_network_names():
     assert "s3cr" not in json.dumps(env)
     env = guest_environment(cfg, NetworkConfig(), credentials=True)
     assert env["HTTP_PROXY"] == f"http://u:{SECRET}@proxy.corp:3128"
+
+
+def test_guest_environment_follows_the_configured_names():
+    # The names the network's DNS answers (here fastnet vpnkit's extra ones) are the ones
+    # guests must not send to a proxy, and the ones the variables use.
+    from fastnet.services.config import DnsConfig
+    net = NetworkConfig(dns_service=DnsConfig(host_names=["host.internal"], gateway_names=["gateway.internal"]))
+    cfg = merge(layer_from_json({"http": "127.0.0.1:3128"}))
+    env = guest_environment(cfg, net)
+    assert env["HTTP_PROXY"] == "http://host.internal:3128"
+    items = env["NO_PROXY"].split(",")
+    assert "host.internal" in items and "gateway.internal" in items and "host.docker.internal" not in items
+    assert guest_environment(cfg, net, via="gateway")["HTTP_PROXY"] == "http://gateway.internal:3128"
 
 
 def test_guest_environment_reaches_a_loopback_proxy_through_the_host_alias():

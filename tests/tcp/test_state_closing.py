@@ -99,8 +99,13 @@ def test_fin_in_fin_wait_1_acking_our_fin_goes_to_time_wait(conn_fin_wait_1):
     assert c.sock()["closed"] and not c.sock()["rst"]  # everything delivered: a clean close
 
 
-def test_fin_in_fin_wait_1_crossing_ours_is_closing(conn_closing):
-    assert conn_closing.state == TcpState.CLOSING
+def test_fin_in_fin_wait_1_crossing_ours_is_closing(conn_fin_wait_1):
+    # The guest's FIN crosses ours: it does not acknowledge our FIN (RFC 9293 §3.6, case 2).
+    c = conn_fin_wait_1
+    c.send(flags=F.FIN | F.ACK)
+    assert c.recv() == [c.expect(ack=c.gs(1), window=c.window_after(1))]
+    assert c.state == TcpState.CLOSING
+    assert not c.sock()["closed"]  # our FIN is still unacknowledged
 
 
 def test_fin_retransmitted_in_closing(conn_closing):

@@ -119,6 +119,7 @@ class Forwarder:
         self._timer_at = 0
         self._deadline = 0  # the engine's next timer (µs), as last reported
         self._writer = False
+        self._relink = False  # a _on_link is scheduled for frames already read
         self.closed = False
         self._ping_denied = False
         self.flow_events = {"new": 0, "established": 0, "closed": 0, "refused": 0, "deferred": 0,
@@ -209,6 +210,7 @@ class Forwarder:
     # -- wake-ups ------------------------------------------------------------------------------
 
     def _on_link(self) -> None:
+        self._relink = False
         now = now_us()
         try:
             self.stack.poll_link(now)
@@ -221,8 +223,6 @@ class Forwarder:
             self.close()
             return
         self._after(now)
-        if self.link.pending and not self.closed:
-            self.loop.call_soon(self._on_link)  # frames already read: no readiness will come
 
     def _on_host(self) -> None:
         now = now_us()
@@ -268,7 +268,11 @@ class Forwarder:
         if events:
             for ev, flow, err, tup in events:
                 if ev == TcpEvent.NEW_FLOW:
-                    self._new_flow(flow, tup, now)
+                    try:
+                        self._new_flow(flow, tup, now)
+                    except Exception:  # (EMFILE, a service's handler): this flow, not the wake-up
+                        log.exception("new TCP flow %s failed", tup)
+                        self._abandon(self.engine.refuse, flow, int(Refusal.RST), now)
                 elif ev == TcpEvent.CLOSED:
                     self.flow_events["closed"] += 1
                     self._connect_finished(flow)
@@ -279,7 +283,11 @@ class Forwarder:
         dgram_events = self.stack.dgram_events()
         for ev, flow, proto, err, tup in dgram_events:
             if ev == 1:
-                self._new_dgram_flow(flow, proto, tup, now)
+                try:
+                    self._new_dgram_flow(flow, proto, tup, now)
+                except Exception:
+                    log.exception("new datagram flow %s failed", tup)
+                    self._abandon(self.stack.dgram_refuse, flow, -1, now)
             else:
                 self.flow_events["dgram_closed"] += 1
         if self.on_slow_frames is not None:
@@ -297,6 +305,11 @@ class Forwarder:
         elif not blocked and self._writer:
             self.loop.remove_writer(self.link.write_fileno())
             self._writer = False
+        # Frames a read already buffered (by any wake-up's link drain): no readiness will
+        # announce them.
+        if self.link.pending and not self._relink:
+            self._relink = True
+            self.loop.call_soon(self._on_link)
 
     def _arm(self, deadline: int) -> None:
         if not deadline:
@@ -319,6 +332,13 @@ class Forwarder:
                 self._pending[dst] = left
             else:
                 self._pending.pop(dst, None)
+
+    @staticmethod
+    def _abandon(refuse, flow: int, how: int, now: int) -> None:
+        try:
+            refuse(flow, how, now)
+        except (ConnectionStateError, ValueError):
+            pass  # it got past pending (attached) before the failure: its own timers end it
 
     def _new_flow(self, flow: int, tup, now: int) -> None:
         self.flow_events["new"] += 1

@@ -64,7 +64,8 @@ def _child(sock: socket.socket, cmd: list[str], *, tap: str, mtu: int, ip: str, 
         os.close(fd)
         if sock.recv(1) != b"G":
             os._exit(1)
-        sock.close()
+        # The socket stays open: it is close-on-exec, so a successful exec closes it and a
+        # failed one reports its error through it (Sandbox.exec_error).
         os.execvp(cmd[0], cmd)
     except OSError as e:
         msg = f"fastnet run: {e.strerror or e}" if not isinstance(e, FileNotFoundError) else \

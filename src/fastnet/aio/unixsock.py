@@ -34,8 +34,9 @@ def socket_alive(path: str) -> bool:
     return True
 
 
-def bind_unix(path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A non-blocking unix socket of type ``kind`` bound at ``path``.
+def bind_unix(path: str, kind: int = socket.SOCK_STREAM, *, listen: int | None = None) -> socket.socket:
+    """A non-blocking unix socket of type ``kind`` bound at ``path`` (and listening with that
+    backlog when ``listen`` is given; the socket is closed if any step fails).
 
     Raises SocketPathInUse when a live server holds the path, FileExistsError when the path is
     something other than a socket (never deleted: it may be a user's file)."""
@@ -54,6 +55,8 @@ def bind_unix(path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
     try:
         sock.bind(path)
         sock.setblocking(False)
+        if listen is not None:
+            sock.listen(listen)
     except BaseException:
         sock.close()
         raise

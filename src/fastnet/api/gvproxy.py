@@ -104,8 +104,9 @@ class GvproxyRoutes:
 
     # -- forwarder ---------------------------------------------------------------------------
 
-    def _key(self, fwd) -> tuple[str, str]:
-        return ("tcp" if fwd.proto == "tcp" else fwd.proto, fwd.local)
+    def _find(self, proto: str, local: str):
+        """The forward gvproxy would know as (protocol, local), or None."""
+        return next((f for f in self.c.ports.list() if (f.proto, f.local) == (proto, local)), None)
 
     def all(self, req: Request) -> Response:
         out = [{"local": f.local, "remote": f.remote, "protocol": f.proto} for f in self.c.ports.list()]
@@ -133,9 +134,8 @@ class GvproxyRoutes:
                 if guest is None:
                     return go_error(f"remote {remote!r} has no host and there is no default guest", 400)
                 remote = f"{guest}{remote}"
-        for fwd in self.c.ports.list():
-            if (fwd.proto, fwd.local) == (proto, local):
-                return go_error(f"proxy already running for {proto} on {local}", 500)
+        if self._find(proto, local) is not None:
+            return go_error(f"proxy already running for {proto} on {local}", 500)
         try:
             spec = self._spec(proto, local, remote)
             self.c.ports.add(spec, origin="gvproxy", local=local, remote=remote)
@@ -164,7 +164,7 @@ class GvproxyRoutes:
         except ValueError:
             raise ValueError(f"strconv.ParseUint: parsing {parts[1]!r}: invalid syntax") from None
         # Go's ":port" listens on every address; so does "" here.
-        return PortSpec(proto=proto, host_addr=host if host else "", host_port=port,
+        return PortSpec(proto=proto, host_addr=host, host_port=port,
                         guest_addr=self._guest(parts[0]), guest_port=gport)
 
     def _guest(self, host: str):
@@ -181,11 +181,11 @@ class GvproxyRoutes:
         except ValueError as e:
             return go_error(str(e), 400)
         proto = fields["protocol"] or "tcp"
-        for fwd in self.c.ports.list():
-            if (fwd.proto, fwd.local) == (proto, fields["local"]):
-                self.c.ports.remove(fwd.id)
-                return Response(200)
-        return go_error("proxy not found", 500)
+        fwd = self._find(proto, fields["local"])
+        if fwd is None:
+            return go_error("proxy not found", 500)
+        self.c.ports.remove(fwd.id)
+        return Response(200)
 
     # -- DHCP, DNS ---------------------------------------------------------------------------
 

@@ -151,13 +151,16 @@ class HttpServer:
             os.makedirs(parent, mode=0o700, exist_ok=True)
         old = os.umask(0o777 & ~self.mode)
         try:
-            sock = bind_unix(self.path)
+            # Listening before anyone can see the file: a client that waits for the path to
+            # exist (the benchmark harness does) must not find it refusing connections.
+            sock = bind_unix(self.path, listen=128)
         finally:
             os.umask(old)
-        # Listening before anyone can see the file: a client that waits for the path to exist
-        # (the benchmark harness does) must not find it refusing connections.
-        sock.listen(128)
-        os.chmod(self.path, self.mode)
+        try:
+            os.chmod(self.path, self.mode)
+        except BaseException:
+            sock.close()
+            raise
         self._inode = bound_inode(self.path)
         return sock
 

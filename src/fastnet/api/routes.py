@@ -37,7 +37,7 @@ from fastnet.api.gvproxy import GvproxyRoutes
 from fastnet.api.http import ApiError, HttpServer, Request, Response, Router, json_response, text_response
 from fastnet.errors import ConfigError
 from fastnet.services.config import format_mac
-from fastnet.services.ports import PortError, PortSpec, PublishedPorts, parse_host_side, parse_publish
+from fastnet.services.ports import PortError, PortSpec, PublishedPorts, normalize_host_addr, parse_host_side, parse_publish
 
 PORT_ERROR_STATUS = {"in_use": 409, "exists": 409, "address": 400, "permission": 403, "invalid": 400,
                      "not_found": 404}
@@ -178,7 +178,7 @@ class ControlApi:
                         raise PortError("give id, spec, path, or host_port (and host_addr, proto)")
                     host_addr = obj.get("host_addr")
                     if host_addr is not None:
-                        host_addr = PortSpec(proto="tcp", host_addr=host_addr, guest_port=1).host_addr
+                        host_addr = normalize_host_addr(host_addr)
                     path = None
             except PortError as e:
                 raise port_error(e) from None
@@ -266,7 +266,7 @@ class ControlApi:
     def proxy_get(self, req: Request) -> Response:
         src = self._proxy()
         return json_response({"current": src.api_json(credentials=False),
-                              "api": getattr(src, "_api_json", None)})
+                              "api": src.api_layer_json()})
 
     def proxy_set(self, req: Request) -> Response:
         src = self._proxy()

@@ -28,6 +28,7 @@ import os
 import socket
 import stat
 
+from fastnet.aio.unixsock import bind_unix, bound_inode, unlink_if_ours
 from fastnet.services.ports import PortError, PortSpec, PublishedPorts
 
 log = logging.getLogger("fastnet.slirp4netns.api")
@@ -161,18 +162,12 @@ class SlirpApiServer:
                 os.unlink(self.path)
         except FileNotFoundError:
             pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(self.path)
-        except BaseException:
-            sock.close()
-            raise
+            sock = bind_unix(self.path, listen=128)
         finally:
             os.umask(old)
-        sock.listen(128)
-        sock.setblocking(False)
-        self._inode = os.lstat(self.path).st_ino
+        self._inode = bound_inode(self.path)
         return sock
 
     async def start(self) -> "SlirpApiServer":
@@ -187,11 +182,7 @@ class SlirpApiServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        try:
-            if os.lstat(self.path).st_ino == self._inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
+        unlink_if_ours(self.path, self._inode)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = b""

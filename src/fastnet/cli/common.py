@@ -36,7 +36,8 @@ def add_network_options(p) -> None:
     d.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
 
 
-def _ip(value: str | None, name: str):
+def ipv4_flag(value: str | None, name: str):
+    """The IPv4 address given to --name, or None; a ConfigError naming the flag otherwise."""
     if value is None:
         return None
     try:
@@ -70,7 +71,7 @@ def build_config(args, base: NetworkConfig | None = None) -> NetworkConfig:
             if key == "host_alias" and v in ("0.0.0.0", "none"):
                 changes["host_alias"] = None  # vpnkit: --host-ip 0.0.0.0 disables the alias
                 continue
-            changes[key] = _ip(v, flag.replace("_", "-"))
+            changes[key] = ipv4_flag(v, flag.replace("_", "-"))
     if args.gateway_mac:
         changes["gateway_mac"] = parse_mac(args.gateway_mac)
     if args.mtu is not None:
@@ -78,7 +79,7 @@ def build_config(args, base: NetworkConfig | None = None) -> NetworkConfig:
     if args.disable_host_loopback:
         changes["host_loopback"] = False
     if args.outbound_addr:
-        changes["outbound_address"] = str(_ip(args.outbound_addr, "outbound-addr"))
+        changes["outbound_address"] = str(ipv4_flag(args.outbound_addr, "outbound-addr"))
     if args.domain:
         changes["domain"] = args.domain
     if args.search:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fastnet.aio import listeners
 from fastnet.errors import ConfigError
-from fastnet.services.addressing import AddressError
 
 
 def start_listeners(args, network, loop) -> list:
@@ -18,11 +17,8 @@ def start_listeners(args, network, loop) -> list:
     def attach_as(kind):
         return lambda fd, **kw: network.attach(fd, **listeners.LINK_ARGS[kind], **kw)
 
-    def allocate(uuid, preferred):
-        try:
-            return network.pool.allocate(uuid=uuid, preferred=preferred)
-        except AddressError as e:
-            raise ValueError(str(e)) from None  # the vmnet Disconnect reason
+    def allocate(uuid, preferred):  # an AddressError's text is the vmnet Disconnect reason
+        return network.pool.allocate(uuid=uuid, preferred=preferred)
 
     try:
         for path in args.listen_vmnet:

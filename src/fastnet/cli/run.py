@@ -12,17 +12,15 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 
+from fastnet.aio import tap
 from fastnet.aio.namespace import Sandbox
-from fastnet.cli.common import add_network_options, run_until_signalled, setup_logging
+from fastnet.cli.common import add_network_options, setup_logging
 from fastnet.cli.control import add_control_options, start_control
 from fastnet.cli.serve import start_network
 from fastnet.errors import ConfigError
-
-HOST_NAMES = ["host.docker.internal", "docker.for.mac.localhost", "docker.for.mac.host.internal",
-              "host.containers.internal"]
-GATEWAY_NAMES = ["gateway.docker.internal", "docker.for.mac.gateway.internal", "gateway.containers.internal"]
 
 
 def add_parser(sub) -> None:
@@ -52,8 +50,8 @@ def run(args) -> int:
     with open(hosts, "w") as f:
         f.write("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
         if cfg.host_alias is not None:
-            f.write(f"{cfg.host_alias} {' '.join(HOST_NAMES)}\n")
-        f.write(f"{cfg.gateway} {' '.join(GATEWAY_NAMES)}\n")
+            f.write(f"{cfg.host_alias} {' '.join(cfg.dns_service.host_names)}\n")
+        f.write(f"{cfg.gateway} {' '.join(cfg.dns_service.gateway_names)}\n")
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     try:
         box = Sandbox(cmd, mtu=cfg.mtu, ip=str(lease.ip), prefix=cfg.subnet.prefixlen, gateway=str(cfg.gateway),
@@ -61,9 +59,7 @@ def run(args) -> int:
     except OSError as e:
         tmp.cleanup()
         raise OSError(e.errno, f"cannot create the namespace: {e.strerror or e}") from None
-    from fastnet import _io
-
-    network.attach(box.tap_fd, "tap", link_kind=_io.LINK_TAP, framing=10 if args.tap_offload else 0,
+    network.attach(box.tap_fd, **tap.LINK_ARGS, framing=tap.VNET_HDR_LEN if args.tap_offload else 0,
                    offload=args.tap_offload, uuid="fastnet-run", lease=lease, name="run")
     try:
         control = start_control(args, network, loop, default_guest=lease.ip, state_by_default=False)[1]
@@ -101,7 +97,7 @@ def run(args) -> int:
     tmp.cleanup()
     err = box.exec_error()
     if err:
-        print(err, file=__import__("sys").stderr)
+        print(err, file=sys.stderr)
     code = status["code"]
     if code is None:
         return 1

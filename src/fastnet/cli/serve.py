@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 
-from fastnet import _io
+from fastnet.aio import tap
 from fastnet.cli.common import add_network_options, build_config, parse_faults, run_until_signalled, setup_logging
 from fastnet.cli.control import add_control_options, start_control
 from fastnet.cli.proxyenv import add_proxy_source_options, proxy_source_from_args
@@ -54,9 +54,10 @@ def start_network(args, loop) -> VirtualNetwork:
 
 
 def attach_tap(network: VirtualNetwork, name: str, netns: str | None, offload: bool):
-    fd, ifname = _io.tap_open(name, netns, vnet_hdr=offload, offload=offload)
-    return network.attach(fd, "tap", link_kind=_io.LINK_TAP, framing=10 if offload else 0, offload=offload,
-                          name=ifname)
+    def on_attach(fd, info, **kw):
+        return network.attach(fd, **tap.LINK_ARGS, name=info["ifname"], info=info, **kw)
+
+    return tap.attach_tap(on_attach, name, netns, offload=offload)
 
 
 def run(args) -> int:

@@ -49,9 +49,8 @@ import socket
 from fastnet.aio import vmnet
 from fastnet.aio.forwarder import Connect
 from fastnet.aio.unixsock import SocketPathInUse
-from fastnet.cli.common import run_until_signalled, setup_logging
+from fastnet.cli.common import ipv4_flag, run_until_signalled, setup_logging
 from fastnet.errors import ConfigError
-from fastnet.services.addressing import AddressError
 from fastnet.services.config import DEFAULT_GATEWAY_NAMES, DEFAULT_HOST_NAMES, NetworkConfig, parse_mac
 from fastnet.services.network import VirtualNetwork
 
@@ -136,15 +135,6 @@ def add_parser(sub) -> None:
 
 
 # -- the network --------------------------------------------------------------------------------
-
-def _addr(flag: str, value: str | None) -> ipaddress.IPv4Address | None:
-    if value is None:
-        return None
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        raise ConfigError(f"--{flag}: not an IPv4 address: {value!r}") from None
-
 
 def _names(flag: str, value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
@@ -232,12 +222,12 @@ def read_dns_file(path: str) -> dict:
 
 
 def build_network_config(args) -> NetworkConfig:
-    gateway = _addr("gateway-ip", args.gateway_ip) or DEFAULT_GATEWAY
+    gateway = ipv4_flag(args.gateway_ip, "gateway-ip") or DEFAULT_GATEWAY
     base24 = ipaddress.IPv4Network((int(gateway), 24), strict=False).network_address
     no_alias = args.host_ip in ("0.0.0.0", "none")
-    host = None if no_alias else (_addr("host-ip", args.host_ip) or base24 + 2)
-    lowest = _addr("lowest-ip", args.lowest_ip) or base24 + 3
-    highest = _addr("highest-ip", args.highest_ip) or base24 + 254
+    host = None if no_alias else (ipv4_flag(args.host_ip, "host-ip") or base24 + 2)
+    lowest = ipv4_flag(args.lowest_ip, "lowest-ip") or base24 + 3
+    highest = ipv4_flag(args.highest_ip, "highest-ip") or base24 + 254
     if lowest > highest:
         raise ConfigError(f"--lowest-ip {lowest} is above --highest-ip {highest}")
     members = [gateway, lowest, highest] + ([host] if host is not None else [])
@@ -345,11 +335,8 @@ def run(args) -> int:
     if tcp_fw or udp_fw:
         network.policy = GatewayForwards(network.policy, cfg.gateway, tcp_fw, udp_fw)
 
-    def allocate(uuid, preferred):
-        try:
-            return network.pool.allocate(uuid=uuid, preferred=preferred)
-        except AddressError as e:
-            raise ValueError(str(e)) from None   # the vmnet Disconnect reason
+    def allocate(uuid, preferred):  # an AddressError's text is the vmnet Disconnect reason
+        return network.pool.allocate(uuid=uuid, preferred=preferred)
 
     lk = vmnet.LINK_ARGS
     server = vmnet.VmnetServer(path, allocate=allocate, on_attach=lambda fd, **kw: network.attach(fd, **lk, **kw),

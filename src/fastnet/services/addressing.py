@@ -38,6 +38,7 @@ class AddressPool:
             reserved.add(config.host_alias)
         self._reserved = reserved
         self._static = list(config.leases)
+        self._held: set[IPv4Address] = set()  # given to nobody for now (a DHCP DECLINE's address)
 
     def _next_mac(self) -> bytes:
         # vpnkit's scheme: 02:50:00:00:00:01, 02:50:00:00:00:02, ... (locally administered).
@@ -48,7 +49,7 @@ class AddressPool:
         static_ips = {s.ip for s in self._static}
         ip = self.config.first_guest
         while ip <= self.config.last_guest:
-            if ip not in self._by_ip and ip not in self._reserved and ip not in static_ips:
+            if ip not in self._by_ip and ip not in self._reserved and ip not in static_ips and ip not in self._held:
                 return ip
             ip += 1
         raise AddressError("No IP addresses available.")
@@ -58,6 +59,15 @@ class AddressPool:
             if (uuid and s.uuid == uuid) or (mac and s.mac == mac):
                 return s
         return None
+
+    def hold(self, ip: IPv4Address) -> None:
+        """Give ip to nobody until unhold() (a leased one stays with its guest: release it first)."""
+        with self._lock:
+            self._held.add(ip)
+
+    def unhold(self, ip: IPv4Address) -> None:
+        with self._lock:
+            self._held.discard(ip)
 
     def lookup_ip(self, ip: IPv4Address) -> Lease | None:
         return self._by_ip.get(ip)
@@ -84,13 +94,14 @@ class AddressPool:
             if preferred is not None:
                 if preferred not in self.config.subnet or not (self.config.first_guest <= preferred <= self.config.last_guest):
                     raise AddressError("Preferred IP address out of range.")
-                if preferred in self._by_ip or preferred in self._reserved:
+                others_static = any(s.ip == preferred and s is not static for s in self._static)
+                if preferred in self._by_ip or preferred in self._reserved or preferred in self._held or others_static:
                     raise AddressError(f"Preferred IP address {preferred} already used.")
                 ip = preferred
-            elif static is not None:
+            elif static is not None and static.ip not in self._by_ip and static.ip not in self._held:
                 ip = static.ip
             else:
-                ip = self._free_ip()
+                ip = self._free_ip()  # (a static address held after its owner declined it too)
             lease = Lease(ip=ip, mac=mac or (static.mac if static and static.mac else self._next_mac()),
                           uuid=uuid, hostname=hostname or (static.hostname if static else None))
             self._by_ip[ip] = lease

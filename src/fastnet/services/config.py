@@ -86,7 +86,7 @@ class StaticLease:
 DEFAULT_HOST_NAMES = ("host.docker.internal", "docker.for.mac.localhost", "docker.for.mac.host.internal",
                       "host.containers.internal")
 DEFAULT_GATEWAY_NAMES = ("gateway.docker.internal", "docker.for.mac.gateway.internal",
-                         "gateway.containers.internal")
+                         "docker.for.mac.http.internal", "gateway.containers.internal")
 
 
 @dataclass
@@ -269,6 +269,9 @@ def dns_from_dict(table: dict, base: DnsConfig | None = None) -> DnsConfig:
             elif key == "zone":
                 if not isinstance(value, list) or not all(isinstance(z, dict) for z in value):
                     raise ValueError("expected an array of tables ([[dns.zone]])")
+                from fastnet.services.dns_zones import parse_zone  # (it imports this module)
+                for z in value:
+                    parse_zone(z)  # a bad record is a config error now, not at startup
                 key = "zones"
                 value = list(base.zones) + value
         except (ValueError, TypeError) as e:

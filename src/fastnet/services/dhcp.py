@@ -353,7 +353,7 @@ class DhcpServer:
         self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._offered: dict[IPv4Address, float] = {}                 # ip -> hold deadline
-        self._declined: dict[IPv4Address, tuple[Lease, float]] = {}  # ip -> (placeholder, until)
+        self._declined: dict[IPv4Address, float] = {}  # ip -> held until (AddressPool.hold)
         self._client_ids: dict[IPv4Address, bytes] = {}              # ip -> option 61 of its client
         self._previous: dict[bytes, IPv4Address] = {}                # client key -> last address
 
@@ -546,13 +546,13 @@ class DhcpServer:
                         return self.pool.allocate(mac=msg.chaddr, uuid=uuid, preferred=ip, hostname=msg.hostname), True
                     except AddressError:
                         continue
-        for retry in (False, True):
+        for retry in (False, True):  # once more if reclaiming stale offers and leases freed one
             try:
                 return self.pool.allocate(mac=msg.chaddr, uuid=uuid, hostname=msg.hostname), True
             except AddressError:
                 if retry or not self._reclaim(now):
                     return None, False
-        return None, False
+        raise AssertionError("unreachable")
 
     def _adopt(self, msg: DhcpMessage, uuid: str | None, ip: IPv4Address) -> Lease | None:
         """A lease for a client we have no record of that asks for ``ip`` (INIT-REBOOT,
@@ -579,7 +579,7 @@ class DhcpServer:
         never taken, and leases that expired without a renewal. A vmnet UUID's lease stays."""
         freed = 0
         for lease in self.pool.leases():
-            if lease.uuid or lease.ip in self._declined:
+            if lease.uuid:
                 continue
             held = self._offered.get(lease.ip)
             if (not lease.expires and held is not None and held <= now) or 0 < lease.expires <= now:
@@ -597,20 +597,14 @@ class DhcpServer:
         self.pool.release(lease)   # a vmnet UUID's lease stays with its VM
 
     def _hold(self, ip: IPv4Address, now: float) -> None:
-        # The pool has no "unavailable" mark of its own, so a placeholder lease occupies the
-        # address; its MAC (fe:ff + the address) is locally administered unicast, which no
-        # vpnkit-style (02:50:...) or kernel-chosen guest MAC takes.
-        try:
-            placeholder = self.pool.allocate(mac=b"\xfe\xff" + ip.packed, preferred=ip)
-        except AddressError:
-            return
-        self._declined[ip] = (placeholder, now + DECLINE_HOLD)
+        self.pool.hold(ip)
+        self._declined[ip] = now + DECLINE_HOLD
 
     def _expire_holds(self, now: float) -> None:
-        for ip, (placeholder, until) in list(self._declined.items()):
+        for ip, until in list(self._declined.items()):
             if until <= now:
                 del self._declined[ip]
-                self.pool.release(placeholder)
+                self.pool.unhold(ip)
 
     @staticmethod
     def _keys(mac: bytes, client_id: bytes | None) -> list[bytes]:
@@ -722,8 +716,6 @@ class DhcpServer:
         now = self.clock()
         out = []
         for lease in sorted(self.pool.leases(), key=lambda x: x.ip):
-            if lease.ip in self._declined:
-                continue
             if lease.expires:
                 state = "bound" if lease.expires > now else "expired"
             else:

@@ -23,6 +23,7 @@ decides the answer, as it would for a program on the host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
@@ -59,7 +60,6 @@ class Outcome:
     message: dns.message.Message | None = None
     wire: bytes | None = None
     cacheable: bool = True
-    server: tuple | None = None
     via: str = "udp"                             # "udp", "tcp", "system"
 
 
@@ -97,6 +97,7 @@ def _same_question(query: dns.message.Message, reply: dns.message.Message) -> bo
     return q.name == r.name and q.rdtype == r.rdtype and q.rdclass == r.rdclass
 
 
+@functools.lru_cache(maxsize=64)  # per query and retry otherwise; the server list rarely changes
 def _sockaddr(server: tuple[str, int], kind: int) -> tuple[int, tuple]:
     # AI_NUMERICHOST: the address is a literal (scoped IPv6 included); nothing is looked up.
     family, _, _, _, addr = socket.getaddrinfo(server[0], server[1], type=kind, flags=socket.AI_NUMERICHOST)[0]
@@ -317,7 +318,7 @@ class _Exchange:
             self.up.counts["tcp_fallbacks"] += 1
             self.tasks.append(self.loop.create_task(self._tcp(i, reply, data)))
             return
-        self._answer(i, Outcome("answer", reply, data, server=self.servers[i]))
+        self._answer(i, Outcome("answer", reply, data))
 
     async def _tcp(self, i: int, truncated: dns.message.Message, truncated_wire: bytes) -> None:
         try:
@@ -329,9 +330,9 @@ class _Exchange:
         except Exception as e:   # refused, reset, timed out, or a reply that does not parse
             log.debug("DNS: TCP to %s failed: %r", self.servers[i], e)
             self.up.counts["tcp_failures"] += 1
-            self._answer(i, Outcome("answer", truncated, truncated_wire, cacheable=False, server=self.servers[i]))
+            self._answer(i, Outcome("answer", truncated, truncated_wire, cacheable=False))
             return
-        self._answer(i, Outcome("answer", reply, data, server=self.servers[i], via="tcp"))
+        self._answer(i, Outcome("answer", reply, data, via="tcp"))
 
     def _answer(self, i: int, outcome: Outcome) -> None:
         if self.fut.done():

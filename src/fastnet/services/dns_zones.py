@@ -69,9 +69,7 @@ class Zone:
 class LocalAnswer:
     """A local name: the addresses it has (possibly none of the family asked for)."""
 
-    name: dns.name.Name
     addrs: list[IPAddress]
-    source: str                     # "zone" or "guest"
 
 
 def _field(spec: dict, key: str, gvproxy_key: str, default=None):
@@ -102,6 +100,22 @@ def _parse_record(spec: dict) -> Record:
     if name in ("@",):
         name = ""
     return Record(name=name, ip=_parse_ip(_field(spec, "ip", "IP")), regexp=regexp)
+
+
+def parse_zone(spec) -> Zone:
+    """A zone from its table ({"name", "records", "default_ip"}, or gvproxy's Go field names);
+    ValueError naming what is wrong."""
+    if not isinstance(spec, dict):
+        raise ValueError("a zone is a table with name, records and default_ip")
+    raw_name = _field(spec, "name", "Name")
+    if not raw_name:
+        raise ValueError("a zone needs a name")
+    records = [_parse_record(r) for r in (_field(spec, "records", "Records") or [])]
+    default = _field(spec, "default_ip", "DefaultIP")
+    zone = Zone(to_name(str(raw_name)), records, _parse_ip(default) if default else None, authoritative=True)
+    for r in zone.records:
+        zone.owner(r)   # a name that cannot be a DNS name fails here, not at lookup
+    return zone
 
 
 class LocalZones:
@@ -187,20 +201,11 @@ class LocalZones:
         """A zone as gvproxy's POST /services/dns/add takes it ({"Name", "Records", "DefaultIP"},
         or the same keys in lower case). As there, the new records go before those of an existing
         zone of that name, which the new one replaces."""
-        if not isinstance(spec, dict):
-            raise ValueError("a zone is a table with name, records and default_ip")
-        raw_name = _field(spec, "name", "Name")
-        if not raw_name:
-            raise ValueError("a zone needs a name")
-        zname = to_name(str(raw_name))
-        records = [_parse_record(r) for r in (_field(spec, "records", "Records") or [])]
-        default = _field(spec, "default_ip", "DefaultIP")
-        old = self._zones.get(zname)
-        zone = Zone(zname, records + (old.records if old else []),
-                    _parse_ip(default) if default else None, authoritative=True)
-        for r in zone.records:
-            zone.owner(r)   # a name that cannot be a DNS name fails here, not at lookup
-        self._zones[zname] = zone
+        zone = parse_zone(spec)
+        old = self._zones.get(zone.name)
+        if old:
+            zone.records += old.records
+        self._zones[zone.name] = zone
         self._reindex()
         return zone.as_dict()
 
@@ -264,10 +269,14 @@ class LocalZones:
         """The local name qname, if it is one by exact record or by a guest's name."""
         addrs = self._exact.get(qname)
         if addrs is not None:
-            return LocalAnswer(qname, list(addrs), "zone")
+            return LocalAnswer(list(addrs))
+        # A guest's name is one label, bare or under the domain: anything else (every name
+        # forwarded upstream) is not, and does not pay for building the guests' names.
+        if len(qname) > 2 and qname.parent() != self._domain():
+            return None
         ip = self._guest_names().get(qname)
         if ip is not None:
-            return LocalAnswer(qname, [ip], "guest")
+            return LocalAnswer([ip])
         return None
 
     def claim(self, qname: dns.name.Name) -> LocalAnswer | Zone | None:
@@ -283,9 +292,9 @@ class LocalZones:
         text = qname.to_text()
         matched = [r.ip for r in zone.records if r.regexp is not None and r.regexp.search(text)]
         if matched:
-            return LocalAnswer(qname, matched, "zone")
+            return LocalAnswer(matched)
         if zone.default_ip is not None:
-            return LocalAnswer(qname, [zone.default_ip], "zone")
+            return LocalAnswer([zone.default_ip])
         return zone
 
     def reverse(self, qname: dns.name.Name) -> list[dns.name.Name] | None:

@@ -94,9 +94,10 @@ class VirtualNetwork:
         if write_fd is not None:
             link.set_write_fd(write_fd)
         if self.pcap_path:
-            # One file per link: the first as given, later ones with the port name added.
+            # One file per link: the first attached as given, later ones with the port name added
+            # (by attach count, not by ports still attached: a reconnect must not truncate it).
             root, ext = os.path.splitext(self.pcap_path)
-            link.pcap(self.pcap_path if not self.ports else f"{root}-{name}{ext or '.pcap'}")
+            link.pcap(self.pcap_path if self._names == 1 else f"{root}-{name}{ext or '.pcap'}")
         for direction, spec in self.faults.items():
             link.set_faults(direction, seed=(self.seed or 1) + (direction == "out"), **spec)
         arp = [cfg.gateway, cfg.dns_server] + ([cfg.host_alias] if cfg.host_alias is not None else [])

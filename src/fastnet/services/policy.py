@@ -60,10 +60,8 @@ class NatPolicy:
         return self._common(dst, dport, self.tcp_services)
 
     def udp_target(self, gip, gport, dst, dport):
-        decision = self._common(dst, dport, self.udp_services)
-        if isinstance(decision, Refuse) and decision.how == Refusal.RST:
-            return Refuse(Refusal.PORT_UNREACHABLE)
-        return decision
+        # A refusal as RST reaches a UDP guest as port unreachable (forwarder.DGRAM_REFUSAL_CODES).
+        return self._common(dst, dport, self.udp_services)
 
     def icmp_target(self, gip, dst):
         cfg = self.config

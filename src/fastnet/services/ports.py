@@ -91,6 +91,20 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def normalize_host_addr(text) -> str:
+    """A host address as given ("[::1]", "localhost", "fe80::1%eth0") in canonical form."""
+    if not isinstance(text, str):
+        raise PortError(f"not an IP address: {text!r}")
+    host = text.strip("[]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    addr, _, scope = host.partition("%")
+    try:
+        return str(ipaddress.ip_address(addr)) + ("%" + scope if scope else "")
+    except ValueError:
+        raise PortError(f"not an IP address: {text!r}") from None
+
+
 @dataclass
 class PortSpec:
     """What to publish. host_addr None: 127.0.0.1, and [::1] too where it can be bound;
@@ -123,14 +137,7 @@ class PortSpec:
         if not isinstance(self.host_port, int) or not 0 <= self.host_port < 65536:
             raise PortError(f"host port {self.host_port!r} is not in 0..65535")
         if self.host_addr not in (None, ""):
-            host = self.host_addr.strip("[]")
-            if host == "localhost":
-                host = "127.0.0.1"
-            try:
-                self.host_addr = str(ipaddress.ip_address(host.split("%", 1)[0])) + (
-                    "%" + host.split("%", 1)[1] if "%" in host else "")
-            except ValueError:
-                raise PortError(f"not an IP address: {self.host_addr!r}") from None
+            self.host_addr = normalize_host_addr(self.host_addr)
 
     def binds(self) -> list[str]:
         """Addresses to listen on: the first is required, the others are bound where possible."""
@@ -247,8 +254,7 @@ def parse_host_side(text: str, proto: str = "tcp") -> tuple[str, str | None, int
     if len(parts) == 1:
         return proto, None, _port(parts[0], "host port"), None
     if len(parts) == 2 and _is_ip(parts[0]):
-        addr = PortSpec(proto=proto, host_addr=parts[0].strip("[]"), host_port=0, guest_port=1).host_addr
-        return proto, addr, _port(parts[1], "host port"), None
+        return proto, normalize_host_addr(parts[0]), _port(parts[1], "host port"), None
     spec = parse_publish(text, proto)
     return proto, spec.host_addr, spec.host_port, None
 
@@ -521,8 +527,7 @@ class PublishedPorts:
     def _listen_unix(self, fwd: Published) -> None:
         path = fwd.spec.path
         try:
-            sock = bind_unix(path, socket.SOCK_STREAM)
-            sock.listen(socket.SOMAXCONN)
+            sock = bind_unix(path, socket.SOCK_STREAM, listen=socket.SOMAXCONN)
         except SocketPathInUse:
             raise PortError(f"cannot publish unix {path}: the socket path is in use", "in_use") from None
         except FileExistsError:
@@ -775,6 +780,10 @@ class PublishedPorts:
                                                os.dup(sock.fileno()))
             except ConnectionStateError:
                 continue
+            except OSError as e:  # no descriptor for the duplicate (EMFILE)
+                log.warning("%s forward %d: %s", fwd.proto, fwd.id, e.strerror)
+                self._reset(fwd, sock)
+                return
             sock.close()
             fwd.accepted += 1
             fwd.tcp_flows[flow] = port
@@ -795,8 +804,8 @@ class PublishedPorts:
     # -- UDP clients ----------------------------------------------------------------------------
 
     def _on_datagram(self, fwd: Published, lsock: socket.socket) -> None:
-        pktinfo = lsock.family == socket.AF_INET and lsock.getsockname()[0] == "0.0.0.0" or \
-            lsock.family == socket.AF_INET6 and lsock.getsockname()[0] == "::"
+        bound = lsock.getsockname()[0]  # once per wake-up; a wildcard bind learns each datagram's own
+        pktinfo = bound in ("0.0.0.0", "::")
         for _ in range(DATAGRAM_BATCH):
             try:
                 data, anc, _flags, addr = lsock.recvmsg(65535, socket.CMSG_SPACE(40) if pktinfo else 0)
@@ -805,7 +814,7 @@ class PublishedPorts:
             except OSError as e:  # an ICMP error queued on the socket: nothing to do with it
                 log.debug("udp forward %d: %s", fwd.id, e)
                 continue
-            local = lsock.getsockname()[0]
+            local = bound
             for level, kind, value in anc:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
                     local = socket.inet_ntop(socket.AF_INET, value[8:12])   # ipi_addr
@@ -876,6 +885,10 @@ class PublishedPorts:
             sport = src_port if (src_port and attempt == 0) else self._next_synthetic()
             try:
                 flow = port.forwarder.open_udp(mac, guest, gport, src_ip, sport, os.dup(sock.fileno()))
+            except OSError as e:  # no descriptor for the duplicate (EMFILE)
+                log.warning("udp forward %d: %s", fwd.id, e.strerror)
+                sock.close()
+                return
             except ValueError:
                 if reuse is not None:
                     # The client's flow is alive: this datagram was queued here before its

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
+import http
 import ipaddress
 import logging
 import os
@@ -50,7 +51,7 @@ import h11
 from fastnet.aio.forwarder import Handoff
 from fastnet.services.config import NetworkConfig
 from fastnet.services.proxyconf import (
-    EXPLICIT_PROXY_PORT, GATEWAY_NAMES, HOST_NAMES, ProxyConfig, ProxyConfigSource, ProxyServer, is_loopback_host,
+    EXPLICIT_PROXY_PORT, ProxyConfig, ProxyConfigSource, ProxyServer, is_loopback_host, own_names,
 )
 
 log = logging.getLogger("fastnet.proxy")
@@ -105,8 +106,10 @@ def error_response(status: int, reason: str, *, head: bool = False) -> bytes:
 
 
 def h11_reason(status: int) -> str:
-    return {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
-            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout"}.get(status, "Error")
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def split_host_port(authority: str, default_port: int | None) -> tuple[str, int | None]:
@@ -356,7 +359,6 @@ class ProxyService:
         self.source = source
         self.loop = loop or asyncio.get_event_loop()
         self._tasks: set[asyncio.Task] = set()
-        self.stats = {"explicit": 0, "http": 0, "https": 0, "requests": 0, "errors": 0}
 
     # -- hooking into the NAT policy --------------------------------------------------------------
 
@@ -386,7 +388,6 @@ class ProxyService:
         self._handoff("explicit", self.source.current, sock, tup)
 
     def _handoff(self, kind: str, cfg: ProxyConfig, sock: socket.socket, tup) -> None:
-        self.stats[kind] += 1
         task = self.loop.create_task(self._serve(kind, cfg, sock, tup))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -424,7 +425,6 @@ class ProxyService:
             return await asyncio.wait_for(asyncio.open_connection(server.host, server.port),
                                           self.network.connect_timeout)
         except (OSError, asyncio.TimeoutError) as e:
-            self.stats["errors"] += 1
             raise ProxyError(502, f"cannot connect to the HTTP proxy {server.address}: {_oserror_text(e)}") from None
 
     async def open_direct(self, host: str, port: int):
@@ -433,14 +433,14 @@ class ProxyService:
         try:
             return await asyncio.wait_for(asyncio.open_connection(host, port, **kw), self.network.connect_timeout)
         except (OSError, asyncio.TimeoutError) as e:
-            self.stats["errors"] += 1
             raise ProxyError(502, f"cannot connect to {join_host_port(host, port)}: {_oserror_text(e)}") from None
 
     def is_internal(self, host: str) -> bool:
         """A name or address of the virtual network itself: never sent to an upstream proxy,
         which could not know it."""
         name = host.lower().rstrip(".")
-        if name in HOST_NAMES or name in GATEWAY_NAMES:
+        host_names, gateway_names = own_names(self.network)
+        if name in host_names or name in gateway_names:
             return True
         try:
             addr = ipaddress.ip_address(name)
@@ -459,11 +459,12 @@ class ProxyService:
             addr = ipaddress.ip_address(name)
         except ValueError:
             addr = None
-        if name in HOST_NAMES or (addr is not None and net.host_alias is not None and addr == net.host_alias):
+        host_names, gateway_names = own_names(net)
+        if name in host_names or (addr is not None and net.host_alias is not None and addr == net.host_alias):
             if not loopback_ok:
                 raise ProxyError(403, f"{host} (the host's loopback) is not reachable from this network")
             return "127.0.0.1", port
-        if name in GATEWAY_NAMES or (addr is not None and addr.version == 4 and addr in net.subnet):
+        if name in gateway_names or (addr is not None and addr.version == 4 and addr in net.subnet):
             raise ProxyError(403, f"{host} is inside the virtual network, not behind this proxy")
         if is_loopback_host(name) and not loopback_ok:
             raise ProxyError(403, f"{host} (the host's loopback) is not reachable from this network")
@@ -473,7 +474,8 @@ class ProxyService:
 
     async def _serve_tls(self, cfg: ProxyConfig, reader, writer, dst_ip, dst_port: int) -> None:
         hello, name = await read_client_hello(reader)
-        excluded = (name is not None and cfg.excluded(name, dst_port)) or cfg.excluded(str(dst_ip), dst_port)
+        # (the address itself was checked before the connection was handed over: intercept())
+        excluded = name is not None and cfg.excluded(name, dst_port)
         server = cfg.https
         if excluded or server is None:
             try:
@@ -567,7 +569,6 @@ class _HttpSession:
                     return
                 if not isinstance(ev, h11.Request):
                     return  # ConnectionClosed: the guest is done
-                self.service.stats["requests"] += 1
                 try:
                     keep = await self._request(ev)
                 except ProxyError as e:
@@ -592,7 +593,6 @@ class _HttpSession:
             pass
 
     def _write_error(self, status: int, reason: str, head: bool = False) -> None:
-        self.service.stats["errors"] += 1
         if not self.guest.writer.is_closing():
             self.guest.writer.write(error_response(status, reason, head=head))
 
@@ -642,8 +642,9 @@ class _HttpSession:
             return False
         cfg = self.cfg
         scheme, host, port, path = self._target(req)
-        excluded = (cfg.excluded(host, port) or (self.dst is not None and cfg.excluded(str(self.dst[0]), self.dst[1]))
-                    or (self.dst is None and self.service.is_internal(host)))
+        # A transparent session's address passed the exclude list before it was handed over
+        # (intercept()); the name in the request is checked here.
+        excluded = cfg.excluded(host, port) or (self.dst is None and self.service.is_internal(host))
         server = cfg.http
         authority = join_host_port(host, port, 80 if scheme == "http" else 443 if scheme == "https" else None)
         if server is not None and not excluded:

@@ -47,17 +47,19 @@ from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from fastnet.errors import ConfigError
+from fastnet.services.config import DnsConfig
 from fastnet.services.noproxy import NoProxy
 
 log = logging.getLogger("fastnet.proxy")
 
-# The virtual network's own names (the DNS service answers them; reference/vpnkit.md §4): guests
-# must never send these to a proxy, so they lead the no_proxy list given to guests.
-HOST_NAMES = ("host.docker.internal", "docker.for.mac.localhost", "docker.for.mac.host.internal",
-              "host.containers.internal")
-GATEWAY_NAMES = ("gateway.docker.internal", "docker.for.mac.gateway.internal",
-                 "docker.for.mac.http.internal", "gateway.containers.internal")
 EXPLICIT_PROXY_PORT = 3128
+
+
+def own_names(network=None) -> tuple[list[str], list[str]]:
+    """The virtual network's own names, as its DNS service answers them (host alias, gateway;
+    reference/vpnkit.md §4): guests must never send these to a proxy."""
+    dns_cfg = network.dns_service if network is not None else DnsConfig()
+    return [n.lower() for n in dns_cfg.host_names], [n.lower() for n in dns_cfg.gateway_names]
 
 KEYS = ("http", "https", "exclude", "transparent_http_ports", "transparent_https_ports", "transparent")
 _VPNKIT_ALLOW_KEYS = ("allow_enabled", "allow", "allow_error_msg")
@@ -120,7 +122,9 @@ def parse_proxy_url(value: str, what: str = "proxy") -> ProxyServer:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as e:
-        raise ConfigError(f"{what} {shown!r}: {e}") from None
+        # Not urlsplit's message as such: it can quote parts of the URL, a password among them.
+        why = "port out of range 0-65535" if "out of range" in str(e) else "not a valid URL (bad host or port)"
+        raise ConfigError(f"{what} {shown!r}: {why}") from None
     scheme = parts.scheme.lower()
     if scheme != "http":
         if scheme == "https":
@@ -140,7 +144,7 @@ def _redact(text: str) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "", text
-    at = rest.rfind("@", 0, rest.find("/") if "/" in rest else len(rest))
+    at = rest.rfind("@")  # a password may hold "/", "?" or "#"; a proxy URL has no path to hold "@"
     if at >= 0:
         rest = "***@" + rest[at + 1:]
     return f"{scheme}{sep}{rest}"
@@ -407,18 +411,20 @@ def guest_environment(cfg: ProxyConfig, network=None, *, via: str = "upstream",
     if cfg.http is None and cfg.https is None:
         return {}
     host_alias_ok = network is None or (network.host_alias is not None and network.host_loopback)
+    host_names, gateway_names = own_names(network)
 
     def value(server: ProxyServer | None) -> str | None:
         if server is None:
             return None
         if via == "gateway":
-            return f"http://{GATEWAY_NAMES[0]}:{EXPLICIT_PROXY_PORT}"
+            return f"http://{gateway_names[0]}:{EXPLICIT_PROXY_PORT}"
         if is_loopback_host(server.host) and host_alias_ok:
-            server = server.with_host(HOST_NAMES[0])
+            server = server.with_host(host_names[0])
         return server.url(credentials)
 
     no_proxy: list[str] = []
-    for item in cfg.exclude.portable() + list(HOST_NAMES) + list(GATEWAY_NAMES) + ["localhost", "127.0.0.0/8"]:
+    # The network's own names lead the guests' no_proxy list (after the host's own excludes).
+    for item in cfg.exclude.portable() + host_names + gateway_names + ["localhost", "127.0.0.0/8"]:
         if item not in no_proxy:
             no_proxy.append(item)
     if network is not None and str(network.subnet) not in no_proxy:
@@ -502,13 +508,19 @@ class ProxyConfigSource:
         """What the control API's GET answers: the configuration in force."""
         return self._current.to_json(credentials)
 
+    def api_layer_json(self) -> dict | None:
+        """What the control API last set (credentials hidden), or None."""
+        return self._api_json
+
     # -- changing ---------------------------------------------------------------------------
 
     def set_api(self, obj: Any) -> ProxyConfig:
         """The control API's POST: replaces the API layer (raises ConfigError when invalid,
         leaving everything as it was)."""
         self._api = layer_from_json(obj)
-        self._api_json = obj
+        # As posted, but with the credentials hidden like everywhere else.
+        self._api_json = {k: (_redact(v) if k in ("http", "https") and isinstance(v, str) else v)
+                          for k, v in obj.items()}
         self._update()
         return self._current
 
