@@ -63,25 +63,27 @@ def render(network, ports=None, *, started: float | None = None) -> str:
         w.sample("fastnet_uptime_seconds", round(time.time() - started, 3))
     w.family("fastnet_links", "gauge", "Guest links attached.")
     w.sample("fastnet_links", len(network.ports))
+    # Each link's counters read once per scrape, then written family by family.
+    stats = [(p, {"link": p.link.stats(), "tcp": p.engine.stats(), "udp": p.stack.dgram_stats(),
+                  "stack": p.stack.stats()}) for p in network.ports]
     for name, kind, help_text, source, keys in LINK_METRICS:
         w.family(name, kind, help_text)
-        for p in network.ports:
-            st = {"link": p.link.stats, "tcp": p.engine.stats, "udp": p.stack.dgram_stats}[source]()
+        for p, st in stats:
             for direction, key in keys.items():
-                w.sample(name, st.get(key, 0), link=p.name, kind=p.kind, direction=direction)
+                w.sample(name, st[source].get(key, 0), link=p.name, kind=p.kind, direction=direction)
     for name, key, help_text in TCP_COUNTERS:
         w.family(name, "counter", help_text)
-        for p in network.ports:
-            w.sample(name, p.engine.stats().get(key, 0), link=p.name, kind=p.kind)
+        for p, st in stats:
+            w.sample(name, st["tcp"].get(key, 0), link=p.name, kind=p.kind)
     w.family("fastnet_tcp_flows", "gauge", "TCP flows open.")
-    for p in network.ports:
-        w.sample("fastnet_tcp_flows", p.engine.stats().get("flows_active", 0), link=p.name, kind=p.kind)
+    for p, st in stats:
+        w.sample("fastnet_tcp_flows", st["tcp"].get("flows_active", 0), link=p.name, kind=p.kind)
     w.family("fastnet_udp_flows", "gauge", "UDP and ICMP flows open.")
-    for p in network.ports:
-        w.sample("fastnet_udp_flows", p.stack.dgram_stats().get("flows_active", 0), link=p.name, kind=p.kind)
+    for p, st in stats:
+        w.sample("fastnet_udp_flows", st["udp"].get("flows_active", 0), link=p.name, kind=p.kind)
     w.family("fastnet_link_malformed_frames_total", "counter", "Frames from the guest that did not parse.")
-    for p in network.ports:
-        w.sample("fastnet_link_malformed_frames_total", sum(p.stack.stats().get("malformed", {}).values()),
+    for p, st in stats:
+        w.sample("fastnet_link_malformed_frames_total", sum(st["stack"].get("malformed", {}).values()),
                  link=p.name, kind=p.kind)
     dns = network.dns.stats() if network.dns is not None else None
     if dns is not None:
